@@ -1,0 +1,80 @@
+"""Turn validation failures into `dotted.path[1].field: message` lines with "did you mean" hints."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Sequence
+from typing import Any, get_args, get_origin
+
+from pydantic import BaseModel, ValidationError
+
+
+def format_path(loc: Iterable[str | int]) -> str:
+    """`("routes", 1, "path")` → `routes[1].path`."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def suggest(word: str, choices: Iterable[str]) -> str:
+    """` (did you mean 'x'?)` when a close choice exists, else ``."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _model_at(model: type[BaseModel], loc: Sequence[str | int]) -> type[BaseModel] | None:
+    """The model class that owns the field at `loc` (to suggest names for an unknown key)."""
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return None
+        field = current.model_fields.get(part)
+        if field is None:
+            return None
+        current = _inner_model(field.annotation)
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _inner_model(annotation: Any) -> Any:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation) if get_origin(annotation) is not None else ():
+        found = _inner_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _clean_loc(loc: Sequence[str | int]) -> list[str | int]:
+    # pydantic adds union branch tags like "str" or "list[str]" and validator names; drop them
+    return [p for p in loc if isinstance(p, int) or not (("[" in p) or p in ("str", "function-after"))]
+
+
+def problems_from(
+    exc: ValidationError, model: type[BaseModel], prefix: Sequence[str | int] = ()
+) -> list[tuple[str, str]]:
+    """Every error of a pydantic ValidationError as (path, message), unknown keys with a hint."""
+    problems: list[tuple[str, str]] = []
+    seen: set[tuple[str, str]] = set()
+    for error in exc.errors(include_url=False):
+        loc = _clean_loc(error["loc"])
+        if error["type"] == "extra_forbidden":
+            key = str(loc[-1])
+            owner = _model_at(model, loc[:-1])
+            hint = suggest(key, owner.model_fields) if owner else ""
+            message = f"unknown key{hint}"
+        elif error["type"] == "missing":
+            message = "required"
+        else:
+            message = error["msg"].removeprefix("Value error, ")
+        item = (format_path([*prefix, *loc]), message)
+        if item not in seen:
+            seen.add(item)
+            problems.append(item)
+    return problems

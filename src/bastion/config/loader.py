@@ -1,0 +1,134 @@
+"""Read the YAML file, interpolate `${ENV}`, validate into a Config with every error at once."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from bastion.config.errors import format_path, problems_from, suggest
+from bastion.config.model import Config
+from bastion.errors import ConfigError
+
+# ${NAME} or ${NAME:-default}; $${ is a literal "${"
+_ENV_REF = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key written twice in one mapping (PyYAML keeps the last)."""
+
+
+def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+    _construct_mapping,  # type: ignore[arg-type]
+)
+
+
+def _interpolate(
+    value: Any, env: Mapping[str, str], path: list[str | int], problems: list[tuple[str, str]]
+) -> Any:
+    if isinstance(value, str):
+
+        def replace(match: re.Match[str]) -> str:
+            if match.group(0) == "$${":
+                return "${"
+            name, default = match.group(1), match.group(2)
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            problems.append((format_path(path), f"environment variable {name} is not set"))
+            return ""
+
+        return _ENV_REF.sub(replace, value) if "$" in value else value
+    if isinstance(value, dict):
+        return {k: _interpolate(v, env, [*path, str(k)], problems) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v, env, [*path, i], problems) for i, v in enumerate(value)]
+    return value
+
+
+def parse_yaml(text: str, source: str = "<config>") -> dict[str, Any]:
+    """YAML text → a mapping, or a ConfigError that names the line."""
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([("", f"{where}: invalid YAML: {problem}")]) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError([("", f"{source}: the top level must be a mapping of keys")])
+    return data
+
+
+def load_config_text(
+    text: str, env: Mapping[str, str] | None = None, source: str = "<config>"
+) -> Config:
+    """Parse, interpolate and validate; raise ConfigError listing every problem."""
+    raw = parse_yaml(text, source)
+    problems: list[tuple[str, str]] = []
+    data = _interpolate(raw, os.environ if env is None else env, [], problems)
+    config: Config | None = None
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        problems.extend(problems_from(exc, Config))
+    if config is not None:
+        problems.extend(cross_checks(config))
+    if problems:
+        raise ConfigError(problems)
+    assert config is not None
+    return config
+
+
+def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
+    """Read FILE and validate it (see load_config_text)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([("", f"cannot read {path}: {exc.strerror or exc}")]) from None
+    except UnicodeDecodeError:
+        raise ConfigError([("", f"{path} is not UTF-8 text")]) from None
+    return load_config_text(text, env, str(path))
+
+
+def cross_checks(config: Config) -> list[tuple[str, str]]:
+    """Rules that span several fields: unique names, known services, valid plugin configs."""
+    from bastion.plugins.registry import check_plugins  # plugins import config models
+
+    problems: list[tuple[str, str]] = []
+    services: set[str] = set()
+    for i, service in enumerate(config.services):
+        if service.name in services:
+            problems.append((f"services[{i}].name", f"duplicate service name {service.name!r}"))
+        services.add(service.name)
+    routes: set[str] = set()
+    for i, route in enumerate(config.routes):
+        if route.name in routes:
+            problems.append((f"routes[{i}].name", f"duplicate route name {route.name!r}"))
+        routes.add(route.name)
+        if route.service not in services:
+            hint = suggest(route.service, services)
+            problems.append((f"routes[{i}].service", f"unknown service {route.service!r}{hint}"))
+    problems.extend(check_plugins(config))
+    return problems

@@ -1,0 +1,1 @@
+"""The data path: listeners, runtime, routing, the request pipeline and the streaming proxy."""

@@ -1,0 +1,116 @@
+"""RequestContext: what a plugin knows of a request and how it changes what goes upstream."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bastion.gateway.runtime import RouteRuntime, Runtime
+
+Header = tuple[bytes, bytes]
+
+
+class RequestContext:
+    """One request as the pipeline and the plugins see it; plugins talk to each other only here.
+
+    `headers` are the client's headers as received (names in their original case); `lookup` has
+    them by lower-case name. Plugins change what goes upstream with set_upstream_header and
+    remove_upstream_header, never by editing `headers`.
+    """
+
+    __slots__ = (
+        "method",
+        "path",
+        "query",
+        "host",
+        "headers",
+        "lookup",
+        "client_ip",
+        "scheme",
+        "request_id",
+        "route",
+        "runtime",
+        "consumer",
+        "http_version",
+        "upstream_set",
+        "upstream_remove",
+        "state",
+        "response_set",
+    )
+
+    def __init__(
+        self,
+        method: str,
+        path: str,
+        query: str,
+        host: str,
+        headers: list[Header],
+        lookup: dict[bytes, bytes],
+        client_ip: str,
+        scheme: str,
+        request_id: str,
+        http_version: str,
+    ) -> None:
+        self.method = method
+        self.path = path  # normalized (gateway/routing.py), as matched and as forwarded
+        self.query = query  # raw query string without "?", "" when absent
+        self.host = host  # lower-case, port stripped
+        self.headers = headers
+        self.lookup = lookup
+        self.client_ip = client_ip
+        self.scheme = scheme
+        self.request_id = request_id
+        self.http_version = http_version
+        self.route: RouteRuntime | None = None
+        self.runtime: Runtime | None = None
+        self.consumer: str | None = None
+        self.upstream_set: dict[bytes, Header] | None = None
+        self.upstream_remove: set[bytes] | None = None
+        self.response_set: dict[bytes, Header] | None = None
+        self.state: dict[str, Any] | None = None
+
+    def header(self, name: str) -> str | None:
+        """The client's header value by case-insensitive name (the last one if repeated)."""
+        value = self.lookup.get(name.lower().encode("latin-1"))
+        return value.decode("latin-1") if value is not None else None
+
+    def set_upstream_header(self, name: str, value: str) -> None:
+        """Send `name: value` upstream, replacing any value the client sent."""
+        if self.upstream_set is None:
+            self.upstream_set = {}
+        raw = name.encode("latin-1")
+        self.upstream_set[raw.lower()] = (raw, value.encode("latin-1"))
+
+    def remove_upstream_header(self, name: str) -> None:
+        """Do not forward the client's `name` header."""
+        if self.upstream_remove is None:
+            self.upstream_remove = set()
+        low = name.lower().encode("latin-1")
+        self.upstream_remove.add(low)
+        if self.upstream_set is not None:
+            self.upstream_set.pop(low, None)
+
+    def set_response_header(self, name: str, value: str) -> None:
+        """Add or replace `name: value` on the response to the client."""
+        if self.response_set is None:
+            self.response_set = {}
+        raw = name.encode("latin-1")
+        self.response_set[raw.lower()] = (raw, value.encode("latin-1"))
+
+
+class ResponseHead:
+    """The upstream's status and headers, as `on_response` plugins see and may change them."""
+
+    __slots__ = ("status", "headers")
+
+    def __init__(self, status: int, headers: list[Header]) -> None:
+        self.status = status
+        self.headers = headers
+
+    def remove(self, name: str) -> None:
+        low = name.lower().encode("latin-1")
+        self.headers = [h for h in self.headers if h[0].lower() != low]
+
+    def set(self, name: str, value: str) -> None:
+        self.remove(name)
+        self.headers.append((name.encode("latin-1"), value.encode("latin-1")))

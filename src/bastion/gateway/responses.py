@@ -1,0 +1,66 @@
+"""The one writer of responses the gateway makes itself: JSON errors, plain text, redirects."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from http import HTTPStatus
+
+import orjson
+
+Header = tuple[bytes, bytes]
+
+_JSON = b"application/json"
+
+
+@dataclass(slots=True)
+class Response:
+    """A response made by the gateway or a plugin instead of the upstream's."""
+
+    status: int
+    body: bytes = b""
+    headers: list[Header] = field(default_factory=list)
+    close: bool = False  # close the client connection after sending it
+
+
+def json_response(status: int, payload: object, headers: list[Header] | None = None) -> Response:
+    return Response(status, orjson.dumps(payload), [(b"content-type", _JSON), *(headers or [])])
+
+
+def json_error(
+    status: int, error: str, message: str | None = None, *, close: bool = False
+) -> Response:
+    """`{"error": "...", "message": "..."}`: the body of every error the gateway itself answers."""
+    payload = {"error": error, "message": message} if message else {"error": error}
+    response = json_response(status, payload)
+    response.close = close
+    return response
+
+
+def text_response(status: int, text: str, headers: list[Header] | None = None) -> Response:
+    return Response(
+        status, text.encode(), [(b"content-type", b"text/plain; charset=utf-8"), *(headers or [])]
+    )
+
+
+def www_authenticate(scheme: str, **params: str) -> Header:
+    """`WWW-Authenticate: Bearer realm="x", error="invalid_token"` (RFC 6750 §3), quoted safely."""
+    parts = ", ".join(
+        f'{k}="{v.replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34))}"'
+        for k, v in params.items()
+    )
+    return (b"www-authenticate", f"{scheme} {parts}".encode() if parts else scheme.encode())
+
+
+# Status lines built once: b"HTTP/1.1 200 OK\r\n"
+STATUS_LINES: dict[int, bytes] = {
+    s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode() for s in HTTPStatus
+}
+
+
+def status_line(status: int) -> bytes:
+    line = STATUS_LINES.get(status)
+    return line if line is not None else f"HTTP/1.1 {status} Unknown\r\n".encode()
+
+
+# Errors of the core, as constants (SPEC §3, §10)
+NO_ROUTE = json_error(404, "no_route")

@@ -1,0 +1,75 @@
+"""The plugin contract (DESIGN.md "The plugin contract"): declare, build at load, serve, close.
+
+A plugin class declares NAME (its config key), PRIORITY (higher runs first, Higress numbers),
+Config (instance-level fields) and Rule (fields a `_rules_` entry or a route's `plugins:` map may
+hold). Lifecycle, as Caddy modules: `__init__(config, deps)` builds state from the validated
+config and raises ConfigError with paths relative to the plugin for what it refuses; `bind(rule)`
+returns the Step that serves one scope (instance config when `rule` is None); `aclose()` releases
+what was built and is safe after a failed build. Everything is done at config load: a Step holds
+only what it needs to answer requests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
+
+from bastion.config.model import Model
+from bastion.gateway.clock import SYSTEM_CLOCK, Clock
+
+if TYPE_CHECKING:
+    from bastion.gateway.context import RequestContext, ResponseHead
+    from bastion.gateway.responses import Response
+
+
+@dataclass(frozen=True, slots=True)
+class PluginDeps:
+    """What the gateway hands a plugin at build time."""
+
+    clock: Clock = SYSTEM_CLOCK
+    route_names: frozenset[str] = frozenset()
+
+
+class Step:
+    """A plugin bound to one scope (instance, route rule or domain rule) of one config.
+
+    Override on_request, on_response or both; the pipeline calls only what a Step overrides.
+    """
+
+    async def on_request(self, ctx: RequestContext) -> Response | None:
+        """Answer the request (return a Response) or change what goes upstream (return None)."""
+        return None
+
+    def on_response(self, ctx: RequestContext, head: ResponseHead) -> None:
+        """See, and possibly change, the upstream's status and headers."""
+
+    @property
+    def handles_request(self) -> bool:
+        return type(self).on_request is not Step.on_request
+
+    @property
+    def handles_response(self) -> bool:
+        return type(self).on_response is not Step.on_response
+
+
+class Plugin:
+    """Base class of every plugin; subclasses set the class data and override what they need."""
+
+    NAME: ClassVar[str]
+    PRIORITY: ClassVar[int]
+    Config: ClassVar[type[Model]]
+    Rule: ClassVar[type[Model]]
+    #: the instance config has Higress `global_auth` (auth plugins); others apply the instance
+    #: config everywhere when it sets anything, or when the plugin has no rules at all
+    GLOBAL_AUTH: ClassVar[bool] = False
+
+    def __init__(self, config: Model, deps: PluginDeps) -> None:
+        self.config = config
+        self.deps = deps
+
+    def bind(self, rule: Model | None) -> Step | None:
+        """The Step for one scope; None when the plugin has nothing to do there."""
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        """Release what __init__ built; must not fail when __init__ did."""

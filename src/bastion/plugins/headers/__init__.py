@@ -1,0 +1,1 @@
+"""`headers`: set and remove request headers upstream and response headers to the client."""
