@@ -130,5 +130,12 @@ def cross_checks(config: Config) -> list[tuple[str, str]]:
         if route.service not in services:
             hint = suggest(route.service, services)
             problems.append((f"routes[{i}].service", f"unknown service {route.service!r}{hint}"))
+    from bastion.gateway.routing import RouteSpec, shadowed_routes
+
+    specs = [RouteSpec(r.domains, r.path, r.path_type, i) for i, r in enumerate(config.routes)]
+    for first, later in shadowed_routes(specs):
+        problems.append(
+            (f"routes[{later}]", f"same domains, path and path_type as routes[{first}]: it could never match")
+        )
     problems.extend(check_plugins(config))
     return problems

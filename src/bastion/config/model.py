@@ -66,6 +66,9 @@ class Limits(Model):
     keepalive_timeout: Seconds = Field(
         default=75, description="Seconds an idle keep-alive client connection is kept (nginx: 75)."
     )
+    drain_timeout: Seconds = Field(
+        default=30, description="On SIGTERM, seconds in-flight requests get to finish."
+    )
 
 
 class RouteLimits(Model):

@@ -1,0 +1,339 @@
+"""Bastion's benchmark: Bastion vs nginx as a reverse proxy, interleaved rounds on loopback.
+
+Run through `bench/run` (see bench/README.md). Every round starts each system under test (SUT) on
+core 0, sends one sanity GET through it, warms it up, measures it with wrk on core 1 and stops it
+by pid. The upstream (nginx, core 1) runs for the whole benchmark.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+import report
+from measure import LoadGenerator, Measurement, measure, run_load
+from systems import Server, find_nginx, start_bastion, start_nginx, start_pyupstream
+
+HERE = Path(__file__).resolve().parent
+OUT = HERE / "out"
+RESULTS = HERE / "RESULTS.md"
+MEASURED_PATH = "/bench?x=1"
+
+System = Literal["nginx-direct", "nginx-proxy", "bastion"]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One system under test: what runs, with how many worker processes."""
+
+    name: str
+    system: System
+    workers: int = 1
+    access_log: bool = False
+
+
+SCENARIOS = (
+    Scenario("nginx-direct", "nginx-direct"),
+    Scenario("nginx-proxy", "nginx-proxy"),
+    Scenario("bastion-1w", "bastion"),
+    Scenario("bastion-1w-log", "bastion", access_log=True),
+    Scenario("nginx-proxy-2w", "nginx-proxy", workers=2),
+    Scenario("bastion-2w", "bastion", workers=2),
+)
+QUICK_SCENARIOS = (Scenario("bastion-1w", "bastion"),)
+
+
+@dataclass(frozen=True)
+class Placement:
+    """CPU lists for taskset: the SUT (1 process / several processes) and the load side."""
+
+    sut: str | None
+    sut_multi: str | None
+    load: str | None  # the upstream and the load generator
+
+    @classmethod
+    def detect(cls) -> Placement:
+        if {0, 1} <= os.sched_getaffinity(0):
+            return cls(sut="0", sut_multi="0,1", load="1")
+        return cls(None, None, None)  # fewer than 2 usable cores: no pinning
+
+    def for_sut(self, scenario: Scenario) -> str | None:
+        return self.sut if scenario.workers == 1 else self.sut_multi
+
+    def describe(self, upstream: str, generator: str) -> dict[str, str]:
+        if self.load is None:
+            return {"note": "fewer than 2 usable cores: nothing pinned"}
+        return {
+            "upstream": f"{upstream} (1 process), core {self.load}",
+            "load generator": f"{generator}, core {self.load}",
+            "SUT, 1 process": f"core {self.sut}",
+            "SUT, 2 workers": f"cores {self.sut_multi} (unpinned on both cores)",
+        }
+
+
+@dataclass
+class Options:
+    duration: float
+    warmup: float
+    rounds: int
+    connections: int
+    threads: int
+    scenarios: tuple[Scenario, ...]
+    quick: bool
+    keep_temp: bool
+
+
+@dataclass
+class Run:
+    """One measured run (or the error that prevented it)."""
+
+    scenario: str
+    round: int
+    measurement: Measurement | None = None
+    error: str | None = None
+
+    def problem(self) -> str | None:
+        """Why this run does not count as "every request answered 2xx", or None."""
+        if self.error:
+            return self.error.splitlines()[0]
+        assert self.measurement is not None
+        load = self.measurement.load
+        if load.requests == 0:
+            return "no request completed"
+        if load.errors:
+            return f"{load.non_2xx} non-2xx responses, socket errors {load.socket_errors}"
+        return None
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "scenario": self.scenario,
+            "round": self.round,
+            "measurement": self.measurement.to_json() if self.measurement else None,
+            "error": self.error,
+        }
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def rotated(scenarios: tuple[Scenario, ...], round_index: int) -> Iterator[Scenario]:
+    """Each round starts one scenario later, so no config always runs first or last."""
+    shift = round_index % len(scenarios)
+    yield from scenarios[shift:] + scenarios[:shift]
+
+
+def start_upstream(workdir: Path, placement: Placement, use_nginx: bool) -> Server:
+    if use_nginx:
+        return start_nginx(workdir, "upstream", workers=1, cpus=placement.load)
+    return start_pyupstream(workdir, "upstream", cpus=placement.load)
+
+
+def start_sut(scenario: Scenario, workdir: Path, placement: Placement, upstream: Server) -> Server:
+    cpus = placement.for_sut(scenario)
+    if scenario.system == "nginx-direct":
+        return start_nginx(workdir, scenario.name, scenario.workers, cpus)
+    if scenario.system == "nginx-proxy":
+        return start_nginx(workdir, scenario.name, scenario.workers, cpus, upstream.port)
+    return start_bastion(
+        workdir,
+        scenario.name,
+        scenario.workers,
+        cpus,
+        upstream.port,
+        access_log=scenario.access_log,
+    )
+
+
+def run_scenario(scenario: Scenario, round_index: int, opts: Options, env: Environment) -> Run:
+    """Start the SUT, sanity GET, warm up, measure, stop it by pid."""
+    run = Run(scenario.name, round_index)
+    workdir = env.tmp / f"r{round_index}"
+    try:
+        sut = start_sut(scenario, workdir, env.placement, env.upstream)
+    except (RuntimeError, OSError) as exc:
+        run.error = f"could not start: {exc}"
+        return run
+    try:
+        sut.check_body()
+        url = sut.url(MEASURED_PATH)
+        if opts.warmup > 0:
+            run_load(env.generator, url, opts.warmup, env.placement.load)
+        run.measurement = measure(
+            env.generator,
+            url,
+            opts.duration,
+            env.placement.load,
+            sut_pid=sut.pid,
+            upstream_pid=env.upstream.pid,
+        )
+    except (RuntimeError, OSError, ValueError) as exc:
+        run.error = str(exc)
+    finally:
+        sut.stop()
+        if not opts.keep_temp:
+            shutil.rmtree(workdir / scenario.name, ignore_errors=True)
+    return run
+
+
+@dataclass
+class Environment:
+    """What every run shares: temp dir, placement, the upstream and the load generator."""
+
+    tmp: Path
+    placement: Placement
+    upstream: Server
+    generator: LoadGenerator
+
+
+def describe_run(run: Run, rounds: int) -> str:
+    prefix = f"[round {run.round + 1}/{rounds}] {run.scenario:<16}"
+    if run.measurement is None:
+        return f"{prefix} FAILED: {run.error}"
+    m = run.measurement
+    return (
+        f"{prefix} {m.load.requests_per_s:>9,.0f} req/s  p50 {m.load.p50_ms:6.2f} ms  "
+        f"p99 {m.load.p99_ms:6.2f} ms  SUT {m.sut_cores:.2f} cores  "
+        f"RSS {m.sut.rss_list()} MB  errors {m.load.errors}"
+    )
+
+
+def run_rounds(opts: Options, tmp: Path, use_nginx: bool, generator: LoadGenerator) -> list[Run]:
+    placement = Placement.detect()
+    upstream = start_upstream(tmp, placement, use_nginx)
+    runs: list[Run] = []
+    try:
+        upstream.check_body()
+        env = Environment(tmp, placement, upstream, generator)
+        for round_index in range(opts.rounds):
+            for scenario in rotated(opts.scenarios, round_index):
+                run = run_scenario(scenario, round_index, opts, env)
+                log(describe_run(run, opts.rounds))
+                runs.append(run)
+    finally:
+        upstream.stop()
+    return runs
+
+
+def choose_tools(opts: Options) -> tuple[bool, LoadGenerator]:
+    """nginx and wrk are required for the full benchmark; quick mode falls back to Python ones."""
+    has_nginx, has_wrk = find_nginx() is not None, shutil.which("wrk") is not None
+    if not opts.quick and not (has_nginx and has_wrk):
+        missing = [n for n, ok in (("nginx", has_nginx), ("wrk", has_wrk)) if not ok]
+        raise SystemExit(
+            f"bench: {' and '.join(missing)} not installed: apt-get install -y nginx wrk"
+        )
+    name = "wrk" if has_wrk else "pyload"
+    return has_nginx, LoadGenerator(name, threads=opts.threads, connections=opts.connections)
+
+
+def parse_args(argv: list[str] | None = None) -> Options:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, help="seconds per measured run (10; quick: 2)")
+    parser.add_argument("--rounds", type=int, help="interleaved rounds (3; quick: 1)")
+    parser.add_argument(
+        "--warmup", type=float, help="seconds of warm-up before each run (2; quick: 1)"
+    )
+    parser.add_argument("--connections", type=int, default=64, help="wrk -c (64)")
+    parser.add_argument("--threads", type=int, default=1, help="wrk -t (1)")
+    parser.add_argument(
+        "--configs", help="comma-separated subset of: " + ", ".join(s.name for s in SCENARIOS)
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke test: bastion-1w only, 2 s, 1 round; no RESULTS.md",
+    )
+    parser.add_argument("--keep-temp", action="store_true", help="keep configs and logs")
+    args = parser.parse_args(argv)
+    scenarios = QUICK_SCENARIOS if args.quick else SCENARIOS
+    if args.configs:
+        by_name = {s.name: s for s in SCENARIOS}
+        unknown = [n for n in args.configs.split(",") if n not in by_name]
+        if unknown:
+            parser.error(f"unknown config(s) {unknown}; choose from {list(by_name)}")
+        scenarios = tuple(by_name[n] for n in args.configs.split(","))
+    quick = args.quick
+    options = Options(
+        duration=args.duration or (2.0 if quick else 10.0),
+        warmup=args.warmup if args.warmup is not None else (1.0 if quick else 2.0),
+        rounds=args.rounds or (1 if quick else 3),
+        connections=args.connections,
+        threads=args.threads,
+        scenarios=scenarios,
+        quick=quick,
+        keep_temp=args.keep_temp,
+    )
+    if options.duration < 1 or options.rounds < 1 or options.rounds > 20 or options.duration > 120:
+        parser.error("--duration must be 1..120 s and --rounds 1..20")
+    return options
+
+
+def save(opts: Options, runs: list[Run], info: dict[str, object]) -> Path:
+    """Raw JSON (and its markdown) into bench/out/; RESULTS.md only for a full default run."""
+    OUT.mkdir(exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    stem = OUT / f"{'quick' if opts.quick else 'bench'}-{stamp}"
+    data = {"info": info, "runs": [r.to_json() for r in runs]}
+    stem.with_suffix(".json").write_text(json.dumps(data, indent=1))
+    markdown = report.render(data)
+    stem.with_suffix(".md").write_text(markdown)
+    if not opts.quick and opts.scenarios == SCENARIOS:
+        RESULTS.write_text(markdown)
+        log(f"bench: wrote {RESULTS}")
+    return stem.with_suffix(".json")
+
+
+def main(argv: list[str] | None = None) -> int:
+    opts = parse_args(argv)
+    use_nginx, generator = choose_tools(opts)
+    started = time.time()
+    tmp = Path(tempfile.mkdtemp(prefix="bastion-bench-"))
+    try:
+        runs = run_rounds(opts, tmp, use_nginx, generator)
+    except (RuntimeError, OSError) as exc:
+        log(f"bench: FAILED before measuring: {exc}")
+        return 2
+    finally:
+        if opts.keep_temp:
+            log(f"bench: configs and logs kept in {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    upstream = "nginx" if use_nginx else "pyupstream"
+    info = report.environment(
+        options={
+            "duration_s": opts.duration,
+            "warmup_s": opts.warmup,
+            "rounds": opts.rounds,
+            "connections": opts.connections,
+            "threads": opts.threads,
+            "quick": opts.quick,
+            "path": MEASURED_PATH,
+        },
+        placement=Placement.detect().describe(upstream, generator.name),
+        upstream=upstream,
+        generator=generator.name,
+        started=started,
+    )
+    path = save(opts, runs, info)
+    log(f"bench: raw results in {path}")
+    problems = [f"{r.scenario} round {r.round + 1}: {p}" for r in runs if (p := r.problem())]
+    if problems:
+        log("bench: FAILED, not every scenario answered only 2xx:\n  " + "\n  ".join(problems))
+        return 1
+    log("bench: OK, every scenario answered 2xx")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,425 @@
+"""RESULTS.md from a run's raw JSON; `python bench/report.py FILE.json` re-renders one."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from systems import find_nginx
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+REFERENCES = ("nginx-direct", "nginx-proxy", "nginx-proxy-2w")
+AIM_RATIO = 0.60  # issue 3 point 9: one Bastion worker at >= 60% of nginx-proxy in the same run
+AIM_RSS_MB = 40.0  # ... and under 40 MB per worker
+NOT_SUT_BOUND = 0.8  # a 1-process SUT using less than this many cores was not the bottleneck
+FOREIGN_NOISE = 0.1  # cores used by processes outside the benchmark that we flag
+
+Run = dict[str, Any]
+
+
+# --- environment ---------------------------------------------------------------------------------
+
+
+def _command_output(command: list[str]) -> str:
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=10, check=False)
+    except OSError:
+        return "not installed"
+    return (done.stdout + done.stderr).strip().splitlines()[0] if done.stdout + done.stderr else "?"
+
+
+def _package(name: str) -> str:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _cpu_model() -> str:
+    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    match = re.search(r"^model name\s*:\s*(.+)$", text, re.MULTILINE)
+    return match.group(1).strip() if match else platform.processor() or "?"
+
+
+def _memory_gib() -> str:
+    text = Path("/proc/meminfo").read_text() if Path("/proc/meminfo").exists() else ""
+    match = re.search(r"^MemTotal:\s+(\d+) kB", text, re.MULTILINE)
+    return f"{int(match.group(1)) / 2**20:.1f}" if match else "?"
+
+
+def _nginx_version() -> str:
+    nginx = find_nginx()
+    return (
+        _command_output([nginx, "-v"]).removeprefix("nginx version: nginx/")
+        if nginx
+        else "not installed"
+    )
+
+
+def _wrk_version() -> str:
+    text = _command_output(["wrk", "-v"])  # "wrk debian/4.1.0-3+b2 [epoll] Copyright ..."
+    match = re.match(r"wrk (\S+ \[\w+\])", text)
+    return match.group(1) if match else text
+
+
+def environment(
+    options: dict[str, object],
+    placement: dict[str, str],
+    upstream: str,
+    generator: str,
+    started: float,
+) -> dict[str, object]:
+    """Date, machine, versions and method of a run, stored with its raw results."""
+    return {
+        "started": datetime.fromtimestamp(started, UTC).isoformat(timespec="seconds"),
+        "finished": datetime.fromtimestamp(time.time(), UTC).isoformat(timespec="seconds"),
+        "machine": {
+            "nproc": os.cpu_count(),
+            "cpu": _cpu_model(),
+            "kernel": platform.release(),
+            "memory_gib": _memory_gib(),
+            "os": platform.freedesktop_os_release().get("PRETTY_NAME", "?"),
+        },
+        "versions": {
+            "bastion": f"{_package('bastion-gateway')} (git "
+            f"{_command_output(['git', '-C', str(ROOT), 'describe', '--always', '--dirty'])})",
+            "nginx": _nginx_version(),
+            "wrk": _wrk_version(),
+            "python": platform.python_version(),
+            "uvloop": _package("uvloop"),
+            "httptools": _package("httptools"),
+            "psutil": _package("psutil"),
+        },
+        "options": options,
+        "placement": placement,
+        "upstream": upstream,
+        "generator": generator,
+    }
+
+
+# --- statistics ----------------------------------------------------------------------------------
+
+
+def measured(runs: Iterable[Run], scenario: str) -> list[Run]:
+    return [r for r in runs if r["scenario"] == scenario and r["measurement"]]
+
+
+def load_field(run: Run, name: str) -> float:
+    return float(run["measurement"]["load"][name])
+
+
+def same_round_ratios(runs: list[Run], scenario: str, reference: str) -> list[float]:
+    """scenario req/s ÷ reference req/s, for each round where both were measured."""
+    ref = {r["round"]: load_field(r, "requests_per_s") for r in measured(runs, reference)}
+    return [
+        load_field(r, "requests_per_s") / ref[r["round"]]
+        for r in measured(runs, scenario)
+        if ref.get(r["round"])
+    ]
+
+
+def median_of(runs: list[Run], value: Callable[[Run], float]) -> float:
+    return statistics.median(value(r) for r in runs)
+
+
+def peak_rss(runs: list[Run]) -> list[float]:
+    """Per-process peak RSS (MB) over all rounds, element by element, from the largest tree."""
+    lists = [r["measurement"]["sut"]["peak_rss_mb"] for r in runs]
+    width = max(len(x) for x in lists)
+    return [max(x[i] for x in lists if len(x) == width) for i in range(width)]
+
+
+def errors_of(run: Run) -> int:
+    load = run["measurement"]["load"]
+    return int(load["non_2xx"]) + sum(load["socket_errors"].values())
+
+
+# --- formatting ----------------------------------------------------------------------------------
+
+
+def rss_text(values: list[float]) -> str:
+    return f"{sum(values):.0f} ({', '.join(f'{v:.1f}' for v in values)})"
+
+
+def ratio_text(ratios: list[float]) -> str:
+    if not ratios:
+        return "-"
+    text = f"{statistics.median(ratios):.2f}"
+    return text if min(ratios) == max(ratios) else f"{text} ({min(ratios):.2f}-{max(ratios):.2f})"
+
+
+def table(header: list[str], rows: list[list[str]], align: str) -> list[str]:
+    """A markdown table; `align` has one letter per column: l or r."""
+    marks = ["---:" if a == "r" else "---" for a in align]
+    return [
+        f"| {' | '.join(header)} |",
+        f"|{'|'.join(marks)}|",
+        *(f"| {' | '.join(r)} |" for r in rows),
+    ]
+
+
+def scenarios_in(runs: list[Run]) -> list[str]:
+    names: list[str] = []
+    for run in sorted(runs, key=lambda r: r["round"]):
+        if run["scenario"] not in names:
+            names.append(run["scenario"])
+    order = {
+        name: i
+        for i, name in enumerate(
+            [
+                "nginx-direct",
+                "nginx-proxy",
+                "bastion-1w",
+                "bastion-1w-log",
+                "nginx-proxy-2w",
+                "bastion-2w",
+            ]
+        )
+    }
+    return sorted(names, key=lambda n: order.get(n, len(order)))
+
+
+def summary_rows(runs: list[Run], references: list[str]) -> list[list[str]]:
+    rows = []
+    for name in scenarios_in(runs):
+        done = measured(runs, name)
+        failed = sum(1 for r in runs if r["scenario"] == name and not r["measurement"])
+        if not done:
+            rows.append(
+                [name, "failed", "", "", "", *["" for _ in references], "", "", f"{failed} failed"]
+            )
+            continue
+        rps = [load_field(r, "requests_per_s") for r in done]
+        errors = sum(errors_of(r) for r in done)
+        note = ", ".join(
+            x
+            for x in (
+                f"{errors} errors" if errors else "",
+                f"{failed} runs failed" if failed else "",
+            )
+            if x
+        )
+        rows.append(
+            [
+                name,
+                f"{statistics.median(rps):,.0f}",
+                f"{min(rps):,.0f}-{max(rps):,.0f}",
+                f"{median_of(done, lambda r: load_field(r, 'p50_ms')):.2f}",
+                f"{median_of(done, lambda r: load_field(r, 'p99_ms')):.2f}",
+                *[ratio_text(same_round_ratios(runs, name, ref)) for ref in references],
+                f"{median_of(done, lambda r: r['measurement']['sut_cores']):.2f}",
+                rss_text(peak_rss(done)),
+                note or "0",
+            ]
+        )
+    return rows
+
+
+def raw_rows(runs: list[Run]) -> list[list[str]]:
+    rows = []
+    for run in sorted(runs, key=lambda r: r["round"]):
+        m = run["measurement"]
+        if not m:
+            error = (run["error"] or "").splitlines()[0][:160].replace("|", "/")
+            rows.append([str(run["round"] + 1), run["scenario"], "FAILED", *[""] * 9, error])
+            continue
+        load = m["load"]
+        sock = load["socket_errors"]
+        rows.append(
+            [
+                str(run["round"] + 1),
+                run["scenario"],
+                f"{load['requests_per_s']:,.0f}",
+                f"{load['p50_ms']:.2f}",
+                f"{load['p99_ms']:.2f}",
+                f"{load['requests']:,}",
+                str(load["non_2xx"]),
+                "/".join(str(sock[k]) for k in ("connect", "read", "write", "timeout")),
+                f"{m['sut_cores']:.2f}",
+                f"{m['upstream_cores']:.2f} / {m['loadgen_cores']:.2f}",
+                f"{m['foreign_cores']:.2f} / {m['steal_cores']:.2f}",
+                ", ".join(f"{v:.1f}" for v in m["sut"]["peak_rss_mb"]),
+                "",
+            ]
+        )
+    return rows
+
+
+# --- sections ------------------------------------------------------------------------------------
+
+
+def headline(runs: list[Run]) -> list[str]:
+    lines = []
+    one = measured(runs, "bastion-1w")
+    if one:
+        rps = [load_field(r, "requests_per_s") for r in one]
+        ratios = same_round_ratios(runs, "bastion-1w", "nginx-proxy")
+        rss = peak_rss(one)
+        ratio = statistics.median(ratios) if ratios else None
+        lines.append(
+            f"- **Bastion, 1 worker: {statistics.median(rps):,.0f} req/s** (median of {len(one)}; "
+            f"{min(rps):,.0f}-{max(rps):,.0f}), "
+            + (f"**{ratio:.2f}x nginx-proxy** (same-round ratio, median), " if ratio else "")
+            + f"p99 {median_of(one, lambda r: load_field(r, 'p99_ms')):.2f} ms, "
+            f"peak RSS per process {', '.join(f'{v:.1f}' for v in rss)} MB."
+        )
+        if ratio is not None:
+            verdict = "met" if ratio >= AIM_RATIO and max(rss) < AIM_RSS_MB else "NOT met"
+            lines.append(
+                f"- Aim of issue 3 (≥ {AIM_RATIO:.2f}x nginx-proxy and < {AIM_RSS_MB:.0f} MB "
+                f"per worker): **{verdict}** in this run."
+            )
+    logged = same_round_ratios(runs, "bastion-1w-log", "bastion-1w")
+    if logged:
+        lines.append(
+            f"- Access log on (`bastion-1w-log`): {ratio_text(logged)}x the throughput "
+            "with it off, same round."
+        )
+    two = same_round_ratios(runs, "bastion-2w", "bastion-1w")
+    two_ref = same_round_ratios(runs, "bastion-2w", "nginx-proxy-2w")
+    if two:
+        lines.append(
+            f"- Bastion, 2 workers: {ratio_text(two)}x Bastion 1 worker, "
+            f"{ratio_text(two_ref)}x nginx-proxy-2w (same round; see the note on cores)."
+        )
+    return lines
+
+
+def checks(runs: list[Run]) -> list[str]:
+    """Automatic flags on runs whose numbers deserve less trust."""
+    lines = []
+    for run in sorted(runs, key=lambda r: (r["round"], r["scenario"])):
+        m, where = run["measurement"], f"round {run['round'] + 1} {run['scenario']}"
+        if not m:
+            lines.append(f"- {where}: FAILED: {(run['error'] or '').splitlines()[0][:300]}")
+            continue
+        if errors_of(run):
+            lines.append(
+                f"- {where}: {errors_of(run)} errors (non-2xx {m['load']['non_2xx']}, "
+                f"socket {m['load']['socket_errors']})."
+            )
+        if not run["scenario"].endswith("-2w") and m["sut_cores"] < NOT_SUT_BOUND:
+            lines.append(
+                f"- {where}: the SUT used only {m['sut_cores']:.2f} of its core: it was "
+                "not the bottleneck (load side saturated, or noise)."
+            )
+        if m["foreign_cores"] > FOREIGN_NOISE or m["steal_cores"] > FOREIGN_NOISE:
+            lines.append(
+                f"- {where}: processes outside the benchmark used {m['foreign_cores']:.2f} "
+                f"cores, steal {m['steal_cores']:.2f}."
+            )
+    return lines or [
+        "- none: every run answered 2xx only, 1-process SUTs were CPU-bound, no noise."
+    ]
+
+
+def render(data: dict[str, Any]) -> str:
+    info, runs = data["info"], data["runs"]
+    opts, machine, versions = info["options"], info["machine"], info["versions"]
+    references = [ref for ref in REFERENCES if measured(runs, ref)]
+    started = info["started"].replace("T", " ").replace("+00:00", " UTC")
+    out = [
+        "# Bastion benchmark results",
+        "",
+        f"Generated by `bench/run` on {started} (finished {info['finished'][11:19]} UTC). "
+        "Overwritten by every full run; method and how to read this page: [README.md](README.md).",
+        "Only ratios measured in the same round compare; absolute req/s move 30-40 % between runs "
+        "on these machines.",
+        "",
+        "## Headline",
+        "",
+        *(headline(runs) or ["- no Bastion run completed."]),
+        "",
+        "## Machine, versions, placement",
+        "",
+        f"- Machine: {machine['nproc']} CPUs, {machine['cpu']}, {machine['memory_gib']} GiB, "
+        f"kernel {machine['kernel']}, {machine['os']}.",
+        "- Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".",
+        *[f"- {k}: {v}." for k, v in info["placement"].items()],
+        "- **The load generator and the upstream share the 2 cores with the SUT** (core 1; the "
+        "2-worker configs also run there), so absolute numbers are lower than on a machine with "
+        "separate load-generator cores, and 2-worker configs cannot show real scaling.",
+        "- Each run: start the SUT, one sanity GET (must return the exact 100-byte upstream "
+        f"body), {opts['warmup_s']:g} s warm-up, then `{info['generator']} -t{opts['threads']} "
+        f"-c{opts['connections']} -d{opts['duration_s']:g}s --latency "
+        f"http://127.0.0.1:PORT{opts['path']}`, then stop the SUT by pid. {opts['rounds']} "
+        "interleaved rounds (each round starts one config later).",
+        "",
+        f"## Results (median over {opts['rounds']} round(s))",
+        "",
+        "Ratios: config req/s ÷ reference req/s in the same round, median (min-max) over rounds. "
+        "SUT cores: CPU seconds of the SUT's process tree ÷ run time. RSS: peak per process "
+        "(sampled every 0.5 s; master/supervisor first), max over rounds; the first number is the "
+        "sum.",
+        "",
+        *table(
+            [
+                "config",
+                "req/s median",
+                "min-max",
+                "p50 ms",
+                "p99 ms",
+                *[f"x {ref}" for ref in references],
+                "SUT cores",
+                "peak RSS MB: total (per process)",
+                "errors",
+            ],
+            summary_rows(runs, references),
+            "lrrrr" + "r" * len(references) + "rll",
+        ),
+        "",
+        "## Per round (raw)",
+        "",
+        "Socket errors: connect/read/write/timeout. upstream / loadgen: cores used by the "
+        "upstream and by the load generator. foreign / steal: cores used by processes outside "
+        "the benchmark, and hypervisor steal.",
+        "",
+        *table(
+            [
+                "round",
+                "config",
+                "req/s",
+                "p50 ms",
+                "p99 ms",
+                "requests",
+                "non-2xx",
+                "socket errors",
+                "SUT cores",
+                "upstream / loadgen cores",
+                "foreign / steal",
+                "peak RSS MB per process",
+                "error",
+            ],
+            raw_rows(runs),
+            "llrrrrrlrllll",
+        ),
+        "",
+        "## Automatic checks",
+        "",
+        *checks(runs),
+        "",
+    ]
+    return "\n".join(out)
+
+
+def main() -> None:
+    import json
+
+    if len(sys.argv) != 2:
+        raise SystemExit("usage: python bench/report.py bench/out/bench-….json  (prints markdown)")
+    print(render(json.loads(Path(sys.argv[1]).read_text())))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,303 @@
+"""The servers of the benchmark: nginx (from generated configs), Bastion, the Python upstream.
+
+Every server is started from files generated in the run's temp dir, listens on 127.0.0.1 only, and
+is stopped by its pid: SIGTERM, SIGKILL after a grace period, then SIGKILL to any child it left.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+import yaml
+from measure import tree
+from pyupstream import BODY
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+STOP_GRACE = 10.0  # seconds between SIGTERM and SIGKILL
+START_TIMEOUT = 30.0  # seconds a server has to become ready
+NGINX_UPSTREAM_KEEPALIVE = 128  # idle keep-alive connections nginx-proxy keeps, as in stack-bench
+
+
+def find_nginx() -> str | None:
+    """nginx lives in /usr/sbin, which is not on a non-root user's PATH."""
+    return shutil.which("nginx", path=f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin")
+
+
+def bastion_executable() -> Path:
+    """The `bastion` console script of the venv running this benchmark."""
+    return Path(sys.executable).parent / "bastion"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def pinned(cpus: str | None) -> list[str]:
+    return ["taskset", "-c", cpus] if cpus else []
+
+
+def log_tail(path: Path, lines: int = 20) -> str:
+    if not path.exists():
+        return "(no log)"
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def fetch(port: int, path: str = "/", timeout: float = 5.0) -> tuple[int, bytes]:
+    """One GET on 127.0.0.1:`port`; (status, body)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+@dataclass
+class Server:
+    """A started server process: its name, port, log file and the process itself."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def url(self, path: str = "/") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def fail(self, message: str) -> RuntimeError:
+        """An error carrying the tail of every log in the server's directory."""
+        logs = "".join(
+            f"\n--- {path} ---\n{log_tail(path)}"
+            for path in sorted(self.log_path.parent.glob("*.log"))
+        )
+        return RuntimeError(f"{self.name}: {message}{logs}")
+
+    def wait_listening(self, timeout: float = START_TIMEOUT) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise self.fail(f"exited with {self.proc.returncode} before listening")
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), 0.2),
+            ):
+                return
+            time.sleep(0.05)
+        raise self.fail(f"not listening on 127.0.0.1:{self.port} after {timeout:.0f}s")
+
+    def wait_healthy(self, path: str, timeout: float = START_TIMEOUT) -> None:
+        """Poll GET `path` until it answers 200."""
+        deadline = time.monotonic() + timeout
+        last = "no answer"
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise self.fail(f"exited with {self.proc.returncode} before {path} answered 200")
+            try:
+                status, _ = fetch(self.port, path, timeout=1.0)
+                if status == 200:
+                    return
+                last = f"status {status}"
+            except OSError as exc:
+                last = str(exc)
+            time.sleep(0.1)
+        raise self.fail(f"{path} did not answer 200 after {timeout:.0f}s ({last})")
+
+    def check_body(self) -> None:
+        """The sanity GET: the exact upstream body with a 200, or an error."""
+        try:
+            status, body = fetch(self.port, "/bench?sanity=1")
+        except OSError as exc:
+            raise self.fail(f"sanity GET failed: {exc}") from None
+        if status != 200 or body != BODY:
+            raise self.fail(f"sanity GET returned {status} {body[:200]!r}, expected 200 {BODY!r}")
+
+    def stop(self, grace: float = STOP_GRACE) -> None:
+        """SIGTERM by pid, SIGKILL after `grace`; then SIGKILL children it left, each by pid."""
+        children = tree(self.proc.pid)[1:]
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        for child in children:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                if child.is_running():  # same pid *and* start time: never a recycled pid
+                    child.kill()
+
+
+def spawn(name: str, command: list[str], cwd: Path, port: int) -> Server:
+    """Start `command` in its own session (a Ctrl-C reaches only us; we stop it by pid)."""
+    log_path = cwd / f"{name}.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            command,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    return Server(name, proc, port, log_path)
+
+
+def _started(server: Server, ready: str | None) -> Server:
+    """Wait until `server` listens (and answers 200 on `ready` if given); stop it on failure."""
+    try:
+        server.wait_listening()
+        if ready:
+            server.wait_healthy(ready)
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+# --- nginx -------------------------------------------------------------------------------------
+
+
+def nginx_conf(
+    prefix: Path, port: int, workers: int, server_block: str, http_extra: str = ""
+) -> str:
+    """A self-contained nginx.conf: every path inside `prefix`, no include of the system config."""
+    temp = "\n".join(
+        f"    {kind}_temp_path {prefix}/tmp/{kind};"
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    return f"""# generated by bench/systems.py
+worker_processes {workers};
+daemon off;
+master_process on;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{
+    worker_connections 4096;
+}}
+http {{
+    access_log off;
+    keepalive_requests 1000000;
+    keepalive_timeout 75s;
+{temp}
+{http_extra}
+    server {{
+        listen 127.0.0.1:{port} backlog=2048;
+{server_block}
+    }}
+}}
+"""
+
+
+def _return_body_block() -> str:
+    body = BODY.decode()
+    assert "'" not in body and "\\" not in body
+    return f"""        location / {{
+            default_type application/json;
+            return 200 '{body}';
+        }}"""
+
+
+def _proxy_block() -> str:
+    return """        location / {
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }"""
+
+
+def start_nginx(
+    workdir: Path, name: str, workers: int, cpus: str | None, upstream_port: int | None = None
+) -> Server:
+    """nginx answering BODY itself, or proxying to `upstream_port` when it is given."""
+    nginx = find_nginx()
+    if nginx is None:
+        raise RuntimeError("nginx is not installed (apt-get install -y nginx)")
+    prefix = workdir / name
+    (prefix / "tmp").mkdir(parents=True)
+    prefix.chmod(0o755)  # workers run as `nobody` when the master is root
+    port = free_port()
+    if upstream_port is None:
+        conf = nginx_conf(prefix, port, workers, _return_body_block())
+    else:
+        upstream = (
+            f"    upstream backend {{\n        server 127.0.0.1:{upstream_port};\n"
+            f"        keepalive {NGINX_UPSTREAM_KEEPALIVE};\n    }}"
+        )
+        conf = nginx_conf(prefix, port, workers, _proxy_block(), http_extra=upstream)
+    conf_path = prefix / "nginx.conf"
+    conf_path.write_text(conf)
+    command = [
+        *pinned(cpus),
+        nginx,
+        "-p",
+        str(prefix),
+        "-e",
+        str(prefix / "error.log"),
+        "-c",
+        str(conf_path),
+    ]
+    return _started(spawn(name, command, prefix, port), ready=None)
+
+
+# --- Bastion -----------------------------------------------------------------------------------
+
+
+def bastion_config(port: int, upstream_port: int, access_log: bool) -> dict[str, object]:
+    return {
+        "listen": f"127.0.0.1:{port}",
+        "access_log": access_log,
+        "services": [{"name": "upstream", "url": f"http://127.0.0.1:{upstream_port}"}],
+        "routes": [{"name": "all", "path": "/", "service": "upstream"}],
+    }
+
+
+def start_bastion(
+    workdir: Path, name: str, workers: int, cpus: str | None, upstream_port: int, access_log: bool
+) -> Server:
+    """`bastion run -c CONFIG --workers N` in its own temp dir; ready when /healthz answers 200."""
+    cwd = workdir / name
+    cwd.mkdir(parents=True)
+    port = free_port()
+    config_path = cwd / "bastion.yaml"
+    config_path.write_text(
+        yaml.safe_dump(bastion_config(port, upstream_port, access_log), sort_keys=False)
+    )
+    command = [
+        *pinned(cpus),
+        str(bastion_executable()),
+        "run",
+        "-c",
+        str(config_path),
+        "--workers",
+        str(workers),
+    ]
+    return _started(spawn(name, command, cwd, port), ready="/healthz")
+
+
+# --- Python upstream (quick mode without nginx) ------------------------------------------------
+
+
+def start_pyupstream(workdir: Path, name: str, cpus: str | None) -> Server:
+    cwd = workdir / name
+    cwd.mkdir(parents=True)
+    port = free_port()
+    command = [*pinned(cpus), sys.executable, str(HERE / "pyupstream.py"), "--port", str(port)]
+    return _started(spawn(name, command, cwd, port), ready=None)

@@ -1,0 +1,107 @@
+"""Admin API app: health, Prometheus metrics and reload; every route but health needs the token."""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, Protocol
+
+import uvicorn
+from fastapi import FastAPI, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from bastion import __version__
+from bastion.ops.metrics import render
+
+_OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+
+
+class Controller(Protocol):
+    """What the admin API drives: a single worker, or the supervisor of several."""
+
+    def metrics_snapshot(self) -> dict[str, Any]: ...
+
+    def is_ready(self) -> bool: ...
+
+    async def reload(self) -> list[str]:
+        """Reload the config file; the problems that refused it, or [] when it took effect."""
+        ...
+
+
+class BearerTokenGuard:
+    """ASGI middleware: 401 unless `Authorization: Bearer <token>` (constant-time compare)."""
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app = app
+        self.expected = f"Bearer {token}".encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] not in _OPEN_PATHS:
+            given = dict(scope["headers"]).get(b"authorization", b"")
+            if not hmac.compare_digest(given, self.expected):
+                response = JSONResponse(
+                    {"error": "unauthorized", "message": "a valid admin bearer token is required"},
+                    status_code=401,
+                    headers={"WWW-Authenticate": 'Bearer realm="bastion-admin"'},
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+class Status(BaseModel):
+    status: str
+
+
+class InvalidConfig(BaseModel):
+    error: str
+    problems: list[str]
+
+
+def create_app(controller: Controller, token: str) -> ASGIApp:
+    app = FastAPI(title="Bastion admin API", version=__version__, docs_url=None, redoc_url=None)
+
+    @app.get("/healthz", response_model=Status)
+    async def healthz() -> Status:
+        return Status(status="ok")
+
+    @app.get("/readyz", response_model=Status, responses={503: {"model": Status}})
+    async def readyz() -> Any:
+        if controller.is_ready():
+            return Status(status="ok")
+        return JSONResponse({"status": "draining"}, status_code=503)
+
+    @app.get("/metrics", response_class=Response)
+    async def metrics() -> Response:
+        return Response(render(controller.metrics_snapshot()), media_type="text/plain; version=0.0.4")
+
+    @app.post("/reload", response_model=Status, responses={400: {"model": InvalidConfig}})
+    async def reload() -> Any:
+        problems = await controller.reload()
+        if problems:
+            return JSONResponse({"error": "invalid_config", "problems": problems}, status_code=400)
+        return Status(status="reloaded")
+
+    return BearerTokenGuard(app, token)
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """uvicorn in our event loop: the gateway owns the signals, not uvicorn."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def admin_server(app: ASGIApp, host: str, port: int) -> _EmbeddedServer:
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level="warning", access_log=False, lifespan="off",
+        loop="none", http="h11", ws="none",
+    )
+    return _EmbeddedServer(config)
+
+
+StartAdmin = Callable[[], Awaitable[None]]

@@ -1,0 +1,29 @@
+"""`bastion`: the command group; user errors exit non-zero with a message, never a traceback."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from bastion import __version__
+from bastion.cli.demo import demo
+from bastion.cli.run import run, validate
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="bastion")
+def cli() -> None:
+    """Bastion: an authentication-first API gateway."""
+
+
+cli.add_command(run)
+cli.add_command(validate)
+cli.add_command(demo)
+
+
+def main() -> None:
+    try:
+        cli.main(prog_name="bastion", standalone_mode=True)
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,58 @@
+"""`bastion run` and `bastion validate`."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import click
+
+from bastion.config.loader import load_config
+from bastion.config.model import Config
+from bastion.errors import ConfigError
+
+CONFIG_OPTION = click.option(
+    "-c", "--config", "config_path", required=True, type=click.Path(path_type=Path, dir_okay=False),
+    help="The YAML config file.",
+)
+
+
+def check_config(path: Path) -> Config:
+    """Load and fully compile FILE (plugins built too), or print every problem and exit 1."""
+    from bastion.gateway.runtime import build_runtime
+
+    try:
+        config = load_config(path)
+
+        async def compile_once() -> None:
+            runtime = await build_runtime(config, asyncio.get_running_loop())
+            await runtime.aclose()
+
+        asyncio.run(compile_once())
+    except ConfigError as exc:
+        click.echo(f"{path}: invalid configuration", err=True)
+        for field, message in exc.problems:
+            click.echo(f"  {field}: {message}" if field else f"  {message}", err=True)
+        sys.exit(1)
+    return config
+
+
+@click.command()
+@CONFIG_OPTION
+def validate(config_path: Path) -> None:
+    """Check a config file: every error with its field path; exit 1 on error."""
+    config = check_config(config_path)
+    click.echo(f"{config_path}: valid ({len(config.services)} services, {len(config.routes)} routes)")
+
+
+@click.command()
+@CONFIG_OPTION
+@click.option("--workers", "-w", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Processes sharing the port (SO_REUSEPORT).")
+def run(config_path: Path, workers: int) -> None:
+    """Serve the gateway until SIGTERM or SIGINT; SIGHUP reloads the file."""
+    from bastion.gateway.server import serve
+
+    config = check_config(config_path)
+    sys.exit(serve(config_path.resolve(), config, workers))

@@ -1,0 +1,1 @@
+"""`bastion demo`: a ready-to-try gateway with a built-in upstream."""

@@ -1,0 +1,363 @@
+"""ClientConnection: the server side of HTTP/1.1 framing on llhttp (httptools).
+
+It parses request heads, enforces the head limits and the anti-smuggling rules, hands each
+request to the pipeline as an Exchange (one at a time: pipelined requests wait their turn, and
+reading pauses meanwhile), and keeps the connection's timers: head deadline (slowloris), body
+idle, write stall, keep-alive idle. The sweeper in server.py checks the deadlines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from time import perf_counter
+from typing import TYPE_CHECKING
+
+import httptools
+
+from bastion.gateway.exchange import Exchange
+from bastion.gateway.responses import Response, json_error
+
+if TYPE_CHECKING:
+    from bastion.gateway.server import Worker
+
+# what the deadline, when it passes, means
+IDLE, HEAD, BODY, WRITE, BUSY = range(5)
+
+_BAD = "bad_request"
+
+
+class ClientConnection(asyncio.Protocol):
+    """One client connection; see the module docstring."""
+
+    __slots__ = (
+        "worker", "loop", "transport", "parser", "client_ip", "scheme", "trusted", "parsing",
+        "active", "queue", "url", "head_bytes", "header_count", "deadline", "phase", "paused",
+        "write_paused", "closed", "draining", "tunnel", "error", "in_head", "limits",
+    )
+
+    def __init__(self, worker: Worker, scheme: str) -> None:
+        self.worker = worker
+        self.loop = worker.loop
+        self.scheme = scheme
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.client_ip = ""
+        self.trusted = False
+        self.parsing: Exchange | None = None  # the request whose bytes the parser is reading
+        self.active: Exchange | None = None  # the request being answered
+        self.queue: deque[Exchange] = deque()  # pipelined requests waiting their turn
+        self.url = b""
+        self.head_bytes = 0
+        self.header_count = 0
+        self.deadline = 0.0
+        self.phase = IDLE
+        self.paused = False
+        self.write_paused = False
+        self.closed = False
+        self.draining = False
+        self.tunnel = False
+        self.error: Response | None = None
+        self.in_head = False
+        self.limits = worker.runtime.limits
+
+    # --- asyncio.Protocol ----------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
+        transport.set_write_buffer_limits(high=256 * 1024, low=64 * 1024)
+        peer = transport.get_extra_info("peername")
+        self.client_ip = peer[0] if isinstance(peer, tuple) else "unix"
+        self.trusted = self.worker.runtime.is_trusted(self.client_ip)
+        self.worker.connection_opened(self)
+        self._idle()
+
+    def data_received(self, data: bytes) -> None:
+        if self.tunnel:
+            if self.active is not None:
+                self.active.tunnel_from_client(data)
+            return
+        if self.error is not None:
+            return  # after a framing error nothing more is read
+        if self.phase == BODY:
+            self.deadline = self.loop.time() + self.limits.client_timeout
+        elif not self.in_head and self.parsing is None:
+            self.in_head = True
+            self.phase = HEAD
+            self.deadline = self.loop.time() + self.limits.header_timeout
+        if self.in_head:
+            self.head_bytes += len(data)
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            self._upgrade(data[exc.args[0] :] if exc.args else b"")
+            return
+        except httptools.HttpParserCallbackError:
+            if self.error is None:
+                self._framing_error(json_error(400, _BAD, "invalid request", close=True))
+        except httptools.HttpParserError as exc:
+            self._framing_error(json_error(400, _BAD, _parser_message(exc), close=True))
+            return
+        if self.in_head and self.head_bytes > self.limits.max_header_size:
+            self._framing_error(json_error(431, "headers_too_large", close=True))
+
+    def eof_received(self) -> bool | None:
+        # a half-closed client may still read the response it is waiting for
+        if self.active is not None and self.active.body_done:
+            return True
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.worker.connection_closed(self)
+        ex = self.active
+        if ex is not None and ex.upstream is not None and not ex.finished:
+            ex.upstream.abort()  # the client went away: stop the upstream work too
+            if ex.done is not None and not ex.done.done():
+                ex.done.set_result(False)
+        self.queue.clear()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        self.phase, self.deadline = WRITE, self.loop.time() + self.limits.client_timeout
+        ex = self.active
+        if ex is not None and ex.upstream is not None:
+            ex.upstream.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self.phase, self.deadline = BUSY, 0.0
+        ex = self.active
+        if ex is not None and ex.upstream is not None:
+            ex.upstream.resume_reading()
+
+    # --- llhttp callbacks ------------------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        self.parsing = Exchange(self)
+        self.url = b""
+        self.header_count = 0
+        self.in_head = True
+        if self.phase != HEAD:
+            self.phase = HEAD
+            self.deadline = self.loop.time() + self.limits.header_timeout
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        ex = self.parsing
+        if ex is None or not self.in_head:
+            return  # chunked trailers are not forwarded
+        self.header_count += 1
+        if self.header_count > self.limits.max_header_count:
+            self._framing_error(json_error(431, "headers_too_large", "too many headers", close=True))
+            raise _Stop
+        ex.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        ex = self.parsing
+        assert ex is not None
+        self.in_head = False
+        size = len(self.url) + sum(len(n) + len(v) + 4 for n, v in ex.headers)
+        if size > self.limits.max_header_size:
+            self._framing_error(json_error(431, "headers_too_large", close=True))
+            raise _Stop
+        self.head_bytes = 0
+        parser = self.parser
+        ex.method = parser.get_method().decode("ascii", "replace")
+        ex.http_version = parser.get_http_version()
+        ex.keep_alive = parser.should_keep_alive()
+        ex.upgrade = parser.should_upgrade()
+        ex.target = self.url
+        problem = _check_head(ex)
+        if problem is not None:
+            self._framing_error(problem)
+            raise _Stop
+        ex.start = perf_counter()
+        if ex.has_body:
+            self.phase, self.deadline = BODY, self.loop.time() + self.limits.client_timeout
+        else:
+            self.phase, self.deadline = BUSY, 0.0
+        if self.active is None:
+            self._start(ex)
+        else:
+            self.queue.append(ex)
+            self.pause_reading()
+
+    def on_body(self, body: bytes) -> None:
+        if self.parsing is not None:
+            self.parsing.feed_body(body)
+
+    def on_message_complete(self) -> None:
+        ex = self.parsing
+        self.parsing = None
+        if ex is None:
+            return
+        ex.feed_body_end()
+        if ex is self.active and self.phase == BODY:
+            self.phase, self.deadline = BUSY, 0.0
+
+    # --- driving exchanges -----------------------------------------------------------------------
+    def _start(self, ex: Exchange) -> None:
+        self.active = ex
+        self.worker.start_exchange(ex)
+
+    def finish(self, ex: Exchange) -> None:
+        """The pipeline is done with `ex`: close, or go on with the next request."""
+        ex.finished = True
+        self.active = None
+        if self.closed:
+            return
+        if ex.closing or not ex.keep_alive or self.draining or not ex.body_done or self.tunnel:
+            self.close()
+            return
+        if self.queue:
+            self._start(self.queue.popleft())
+            if not self.queue:
+                self.resume_reading()
+            return
+        if self.error is not None:
+            self._send_error(self.error)
+            return
+        self.resume_reading()
+        if self.parsing is None:
+            self._idle()
+
+    def body_too_large(self, ex: Exchange) -> None:
+        """A streaming body passed its limit: 413 if nothing was answered yet, and close."""
+        self.error = json_error(413, "request_too_large", close=True)
+        if ex is self.active:
+            if ex.upstream is not None:
+                ex.upstream.abort()
+            if not ex.started:
+                ex.closing = True
+                self._send_error(self.error)
+            else:
+                self.abort()
+        raise _Stop
+
+    # --- helpers ---------------------------------------------------------------------------------
+    def _idle(self) -> None:
+        self.phase = IDLE
+        self.deadline = self.loop.time() + self.limits.keepalive_timeout
+
+    def _upgrade(self, rest: bytes) -> None:
+        """llhttp stops at an Upgrade request; after the head, the bytes are the tunnel's."""
+        self.tunnel = True
+        self.in_head = False
+        ex = self.active or (self.queue[-1] if self.queue else None)
+        if rest and ex is not None:
+            ex.tunnel_from_client(rest)
+
+    def _framing_error(self, response: Response) -> None:
+        """Malformed or over-limit input: answer now if idle, else after the active response."""
+        self.error = response
+        self.in_head = False
+        self.pause_reading()
+        if self.active is None:
+            self._send_error(response)
+        elif not self.active.started and self.active is self.parsing:
+            self._send_error(response)
+
+    def _send_error(self, response: Response) -> None:
+        ex = self.active or self.parsing or Exchange(self)
+        ex.keep_alive = False
+        ex.closing = True
+        ex.route_name = ex.route_name or ""
+        if not ex.started:
+            ex.send_response(response)
+        self.worker.log_exchange(ex)
+        self.close()
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.write(data)
+
+    def pause_reading(self) -> None:
+        if not self.paused and self.transport is not None and not self.closed:
+            self.paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.paused and self.transport is not None and not self.closed and self.error is None:
+            self.paused = False
+            self.transport.resume_reading()
+
+    def close(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.closed = True
+            self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.closed = True
+            self.transport.abort()
+
+    def timed_out(self) -> None:
+        """Called by the sweeper when `deadline` passed."""
+        phase, self.deadline = self.phase, 0.0
+        ex = self.active
+        if phase == IDLE:
+            self.close()
+        elif phase in (HEAD, BODY) and (ex is None or not ex.started):
+            if ex is not None and ex.upstream is not None:
+                ex.upstream.abort()
+            self.error = json_error(408, "request_timeout", close=True)
+            self._send_error(self.error)
+        else:
+            self.abort()
+
+    def start_drain(self) -> None:
+        """Stop taking requests: idle connections close now, busy ones after their response."""
+        self.draining = True
+        if self.active is None and self.parsing is None:
+            self.close()
+
+
+class _Stop(Exception):
+    """Raised inside an llhttp callback to stop parsing; the reason is already recorded."""
+
+
+def _parser_message(exc: Exception) -> str:
+    text = str(exc) or exc.__class__.__name__
+    return text[:200]
+
+
+def _check_head(ex: Exchange) -> Response | None:
+    """Smuggling and sanity rules for a request head (RFC 9112 §6.1, §6.3, §3.2)."""
+    lookup = ex.lookup
+    content_lengths: list[bytes] = []
+    transfer_encodings: list[bytes] = []
+    hosts = 0
+    for name, value in ex.headers:
+        low = name.lower()
+        lookup[low] = value
+        if low == b"content-length":
+            content_lengths.append(value)
+        elif low == b"transfer-encoding":
+            transfer_encodings.append(value)
+        elif low == b"host":
+            hosts += 1
+        elif low == b"expect":
+            if value.strip().lower() != b"100-continue":
+                return json_error(417, "expectation_failed", close=True)
+            ex.expect_continue = True
+    if content_lengths and transfer_encodings:
+        return json_error(400, _BAD, "both Content-Length and Transfer-Encoding", close=True)
+    if len(content_lengths) > 1:
+        return json_error(400, _BAD, "more than one Content-Length", close=True)
+    if transfer_encodings:
+        if len(transfer_encodings) > 1 or transfer_encodings[0].strip().lower() != b"chunked":
+            return json_error(501, "not_implemented", "only chunked Transfer-Encoding", close=True)
+        ex.chunked_in = True
+    elif content_lengths:
+        text = content_lengths[0].strip()
+        if not text.isdigit() or len(text) > 18:
+            return json_error(400, _BAD, "invalid Content-Length", close=True)
+        ex.content_length = int(text)
+    if hosts > 1:
+        return json_error(400, _BAD, "more than one Host", close=True)
+    if hosts == 0 and ex.http_version == "1.1":
+        return json_error(400, _BAD, "missing Host", close=True)
+    if ex.method == "CONNECT":
+        return json_error(405, "method_not_allowed", "CONNECT is not supported", close=True)
+    return None

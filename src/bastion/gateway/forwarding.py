@@ -1,0 +1,110 @@
+"""What goes upstream: the request head, minus hop-by-hop and identity headers, plus X-Forwarded-*.
+
+One header-stripping rule for the whole gateway (DESIGN.md "Habits"): RFC 9110 §7.6.1 hop-by-hop
+headers and those the client names in `Connection` are dropped; identity headers that only the
+gateway may set (SPEC §10) are dropped whatever their `_`/`-` spelling; framing, Host,
+X-Forwarded-* and X-Request-Id are rebuilt by the gateway.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bastion.gateway.context import RequestContext
+    from bastion.gateway.upstream import UpstreamPool
+
+Header = tuple[bytes, bytes]
+
+HOP_BY_HOP = frozenset(
+    {b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding", b"upgrade"}
+)
+#: rebuilt by the gateway, never copied from the client
+REBUILT = frozenset(
+    {b"content-length", b"expect", b"host", b"x-forwarded-for", b"x-forwarded-proto",
+     b"x-forwarded-host", b"x-request-id"}
+)
+DROPPED = HOP_BY_HOP | REBUILT
+#: identity headers only the gateway sets (SPEC §10); plugins may add names at config load
+IDENTITY_NAMES = frozenset({b"x-mse-consumer"})
+IDENTITY_PREFIXES = (b"x-auth-request-", b"eg-consumer-")
+
+_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def request_id(incoming: bytes | None) -> str:
+    """Keep a well-formed incoming X-Request-Id, else 128 random bits in hex."""
+    if incoming is not None and _REQUEST_ID.match(incoming):
+        return incoming.decode("ascii")
+    return os.urandom(16).hex()
+
+
+def connection_tokens(value: bytes | None) -> frozenset[bytes]:
+    """Header names listed in `Connection` (RFC 9110 §7.6.1), lower-case."""
+    if not value:
+        return frozenset()
+    return frozenset(t.strip().lower() for t in value.split(b",")) - {b"close", b"keep-alive", b""}
+
+
+def is_identity(name: bytes, names: frozenset[bytes], prefixes: tuple[bytes, ...]) -> bool:
+    """`name` (lower-case) is a gateway-only identity header, in either `_` or `-` spelling."""
+    if b"_" in name:
+        name = name.replace(b"_", b"-")
+    return name in names or name.startswith(prefixes)
+
+
+def upstream_head(
+    ctx: RequestContext,
+    pool: UpstreamPool,
+    raw_query: bytes,
+    *,
+    framing: bytes,
+    preserve_host: bool,
+    trusted_peer: bool,
+    upgrade: bool,
+    identity_names: frozenset[bytes],
+    identity_prefixes: tuple[bytes, ...],
+) -> bytes:
+    """The request line and headers to send upstream, as bytes."""
+    lookup = ctx.lookup
+    drop_extra = connection_tokens(lookup.get(b"connection"))
+    edits_set = ctx.upstream_set
+    edits_remove = ctx.upstream_remove
+    target = pool.base_path.encode() + ctx.path.encode("ascii")
+    if raw_query:
+        target += b"?" + raw_query
+    out = [ctx.method.encode("ascii"), b" ", target, b" HTTP/1.1\r\n"]
+    for name, value in ctx.headers:
+        low = name.lower()
+        if low in DROPPED or low in drop_extra:
+            continue
+        if low.startswith(identity_prefixes) or low in identity_names or (
+            b"_" in low and is_identity(low, identity_names, identity_prefixes)
+        ):
+            continue
+        if edits_set is not None and low in edits_set:
+            continue
+        if edits_remove is not None and low in edits_remove:
+            continue
+        out += (name, b": ", value, b"\r\n")
+    client_host = lookup.get(b"host", b"")
+    host = client_host if preserve_host and client_host else pool.host_header
+    out += (b"Host: ", host, b"\r\n")
+    client_ip = ctx.client_ip.encode()
+    forwarded_for = lookup.get(b"x-forwarded-for")
+    out += (b"X-Forwarded-For: ", forwarded_for + b", " + client_ip if forwarded_for else client_ip, b"\r\n")
+    proto = lookup.get(b"x-forwarded-proto") if trusted_peer else None
+    out += (b"X-Forwarded-Proto: ", proto or ctx.scheme.encode(), b"\r\n")
+    fwd_host = lookup.get(b"x-forwarded-host") if trusted_peer else None
+    if fwd_host or client_host:
+        out += (b"X-Forwarded-Host: ", fwd_host or client_host, b"\r\n")
+    out += (b"X-Request-Id: ", ctx.request_id.encode(), b"\r\n")
+    if upgrade:
+        out += (b"Connection: upgrade\r\nUpgrade: ", lookup.get(b"upgrade", b""), b"\r\n")
+    if edits_set:
+        for raw_name, value in edits_set.values():
+            out += (raw_name, b": ", value, b"\r\n")
+    out += (framing, b"\r\n")
+    return b"".join(out)

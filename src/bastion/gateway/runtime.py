@@ -1,0 +1,192 @@
+"""Compile a validated Config into the frozen Runtime the hot path reads; retire it after reload.
+
+Everything that can be decided before traffic is decided here: the route matcher, each route's
+plugin chain per host class, the upstream pools, the health paths, the trusted networks. A
+reload builds a new Runtime beside the old one; requests keep the Runtime they started with,
+and the old one closes its pools and plugins when its last request ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+from dataclasses import dataclass
+
+from bastion.config.model import Config
+from bastion.errors import ConfigError
+from bastion.gateway.clock import SYSTEM_CLOCK, Clock
+from bastion.gateway.forwarding import IDENTITY_NAMES, IDENTITY_PREFIXES
+from bastion.gateway.routing import DomainTable, RouteMatcher, RouteSpec
+from bastion.gateway.upstream import UpstreamPool
+from bastion.ops.logging import LOG
+from bastion.plugins.base import Plugin, PluginDeps, Step
+from bastion.plugins.registry import RulesError
+from bastion.plugins.rules import PluginRules, resolve_rules
+
+
+@dataclass(frozen=True, slots=True)
+class Chain:
+    """The steps of one route for one class of hosts, in priority order."""
+
+    request: tuple[Step, ...] = ()
+    response: tuple[Step, ...] = ()
+
+
+EMPTY_CHAIN = Chain()
+
+
+class RouteRuntime:
+    """A route as the hot path needs it."""
+
+    __slots__ = ("name", "pool", "max_body", "preserve_host", "chains", "default_chain")
+
+    def __init__(
+        self, name: str, pool: UpstreamPool, max_body: int, preserve_host: bool,
+        chains: DomainTable[Chain] | None, default_chain: Chain,
+    ) -> None:
+        self.name = name
+        self.pool = pool
+        self.max_body = max_body
+        self.preserve_host = preserve_host
+        self.chains = chains
+        self.default_chain = default_chain
+
+    def chain_for(self, host: str) -> Chain:
+        if self.chains is None:
+            return self.default_chain
+        found = self.chains.best(host)
+        return found if found is not None else self.default_chain
+
+
+class Runtime:
+    """One config, compiled; immutable while it serves (only its in-flight count moves)."""
+
+    def __init__(
+        self, config: Config, router: RouteMatcher[RouteRuntime], pools: dict[str, UpstreamPool],
+        plugins: list[Plugin],
+    ) -> None:
+        self.config = config
+        self.limits = config.limits
+        self.router = router
+        self.pools = pools
+        self.plugins = plugins
+        prefix = config.health.path_prefix
+        self.health_paths: dict[str, str] = (
+            {} if prefix is None else {prefix.rstrip("/") + "/healthz": "healthz", prefix.rstrip("/") + "/readyz": "readyz"}
+        )
+        self.trusted = [ipaddress.ip_network(p, strict=False) for p in config.trusted_proxies]
+        self.identity_names = IDENTITY_NAMES
+        self.identity_prefixes = IDENTITY_PREFIXES
+        self.inflight = 0
+        self.retired = False
+        self.closed = False
+
+    def is_trusted(self, ip: str) -> bool:
+        if not self.trusted:
+            return False
+        try:
+            address = ipaddress.ip_address(ip)
+        except ValueError:
+            return False
+        return any(address in network for network in self.trusted)
+
+    def request_done(self) -> None:
+        self.inflight -= 1
+        if self.retired and self.inflight == 0:
+            asyncio.get_running_loop().create_task(self.aclose())
+
+    def retire(self) -> None:
+        """A newer Runtime took over: close once the requests that started here have ended."""
+        self.retired = True
+        if self.inflight == 0:
+            asyncio.get_running_loop().create_task(self.aclose())
+
+    def sweep(self, now: float) -> None:
+        for pool in self.pools.values():
+            pool.sweep(now)
+
+    async def aclose(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        for pool in self.pools.values():
+            pool.close()
+        for plugin in self.plugins:
+            try:
+                await plugin.aclose()
+            except Exception as exc:  # closing must go on for the others
+                LOG.error("plugin close failed", plugin=plugin.NAME, error=repr(exc))
+
+
+def _chain(steps: list[tuple[int, str, Step]]) -> Chain:
+    ordered = [step for _, _, step in sorted(steps, key=lambda item: (-item[0], item[1]))]
+    return Chain(
+        tuple(s for s in ordered if s.handles_request), tuple(s for s in ordered if s.handles_response)
+    )
+
+
+def _route_chains(
+    route_name: str, bound: dict[str, tuple[PluginRules, Plugin, dict[int, Step | None]]]
+) -> tuple[DomainTable[Chain] | None, Chain]:
+    """The route's chain for each class of hosts (see plugins/rules.py for the precedence)."""
+
+    def step_for(rules: PluginRules, plugin: Plugin, steps: dict[int, Step | None], host_rule: object) -> Step | None:
+        rule = rules.route_rules.get(route_name)
+        if rule is None:
+            rule = host_rule
+        if rule is None and not rules.instance_applies:
+            return None
+        key = id(rule)
+        if key not in steps:
+            steps[key] = plugin.bind(rule)  # type: ignore[arg-type]
+        return steps[key]
+
+    def chain_for(pattern: str | None) -> Chain:
+        steps: list[tuple[int, str, Step]] = []
+        for name, (rules, plugin, cache) in bound.items():
+            host_rule = None
+            if pattern is not None and rules.domain_rules:
+                table = DomainTable(list(rules.domain_rules.items()))
+                # the pattern stands for its class of hosts: "*" is never an exact key
+                host_rule = table.best(pattern)
+            step = step_for(rules, plugin, cache, host_rule)
+            if step is not None:
+                steps.append((plugin.PRIORITY, name, step))
+        return _chain(steps)
+
+    patterns = sorted({p for rules, _, _ in bound.values() if route_name not in rules.route_rules for p in rules.domain_rules})
+    default = chain_for(None)
+    if not patterns:
+        return None, default
+    return DomainTable([(p, chain_for(p)) for p in patterns]), default
+
+
+async def build_runtime(
+    config: Config, loop: asyncio.AbstractEventLoop, clock: Clock = SYSTEM_CLOCK
+) -> Runtime:
+    """Compile `config`; raise ConfigError (nothing half-built survives a failure)."""
+    try:
+        resolved = resolve_rules(config)
+    except RulesError as exc:
+        raise ConfigError(exc.problems) from None
+
+    deps = PluginDeps(clock=clock, route_names=frozenset(r.name for r in config.routes))
+    plugins: list[Plugin] = []
+    bound: dict[str, tuple[PluginRules, Plugin, dict[int, Step | None]]] = {}
+    try:
+        for name, rules in resolved.items():
+            plugin = rules.cls(rules.instance, deps)
+            plugins.append(plugin)
+            bound[name] = (rules, plugin, {})
+        pools = {s.name: UpstreamPool(s, loop) for s in config.services}
+        routes: list[RouteSpec[RouteRuntime]] = []
+        for route in config.routes:
+            chains, default = _route_chains(route.name, bound)
+            max_body = route.limits.max_request_body if route.limits else config.limits.max_request_body
+            runtime_route = RouteRuntime(route.name, pools[route.service], max_body, route.preserve_host, chains, default)
+            routes.append(RouteSpec(route.domains, route.path, route.path_type, runtime_route))
+    except ConfigError as exc:
+        for plugin in plugins:
+            await plugin.aclose()
+        raise ConfigError([(f"plugins.{p}" if not p.startswith(("plugins", "routes")) else p, m) for p, m in exc.problems]) from None
+    return Runtime(config, RouteMatcher(routes), pools, plugins)

@@ -1,0 +1,412 @@
+"""Listeners, the worker loop, signals, reload, graceful drain, and the multi-worker supervisor.
+
+`bastion run --workers 1` is one process: the data path, the admin API and reload in one loop.
+`--workers N` starts N worker processes that each bind the port with SO_REUSEPORT (the kernel
+spreads connections); the supervisor process serves the admin API, validates reloads before
+passing SIGHUP on, sums the workers' metrics, and restarts a worker that dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import uvloop
+
+from bastion.config.fields import parse_host_port
+from bastion.config.loader import load_config
+from bastion.config.model import Config
+from bastion.errors import ConfigError
+from bastion.gateway.connection import ClientConnection
+from bastion.gateway.pipeline import health_body, run_exchange
+from bastion.gateway.runtime import Runtime, build_runtime
+from bastion.ops.logging import LOG, redact_query
+from bastion.ops.metrics import Metrics, merge
+
+if TYPE_CHECKING:
+    from bastion.gateway.exchange import Exchange
+    from bastion.gateway.responses import Response
+
+_SWEEP_INTERVAL = 0.5  # seconds between timeout checks: timeouts are seconds-grained
+_WATCH_INTERVAL = 1.0
+_SNAPSHOT_INTERVAL = 1.0
+
+
+def listen_socket(address: str, reuse_port: bool) -> socket.socket:
+    host, port = parse_host_port(address)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+def tls_context(config: Config) -> ssl.SSLContext | None:
+    if config.tls is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(config.tls.cert, config.tls.key)
+    context.set_alpn_protocols(["http/1.1"])
+    return context
+
+
+def file_signature(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+class Worker:
+    """One serving process: listeners, the current Runtime, connections, metrics, timers."""
+
+    def __init__(
+        self, config_path: Path, config: Config, *, serve_admin: bool, reuse_port: bool,
+        metrics_file: Path | None = None,
+    ) -> None:
+        self.config_path = config_path
+        self.config = config
+        self.serve_admin = serve_admin
+        self.reuse_port = reuse_port
+        self.metrics_file = metrics_file
+        self.loop = asyncio.get_event_loop()
+        self.metrics = Metrics()
+        self.connections: set[ClientConnection] = set()
+        self.servers: list[asyncio.AbstractServer] = []
+        self.draining = False
+        self.stopped = asyncio.Event()
+        self.runtime: Runtime = None  # type: ignore[assignment]  # set by start()
+        self.admin: Any = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._reload_lock = asyncio.Lock()
+
+    # --- life cycle ------------------------------------------------------------------------------
+    async def start(self) -> None:
+        self.runtime = await build_runtime(self.config, self.loop)
+        context = tls_context(self.config)
+        scheme = "https" if context else "http"
+        for address in self.config.listen_addresses:
+            sock = listen_socket(address, self.reuse_port)
+            server = await self.loop.create_server(
+                lambda: ClientConnection(self, scheme), sock=sock, ssl=context, backlog=2048
+            )
+            self.servers.append(server)
+        self._spawn(self._sweeper())
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self.loop.add_signal_handler(sig, self.begin_drain)
+        self.loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self.reload()))
+        if self.serve_admin:
+            if self.config.admin is not None:
+                from bastion.admin.app import admin_server, create_app
+
+                host, port = parse_host_port(self.config.admin.listen)
+                self.admin = admin_server(create_app(self, self.config.admin.token), host, port)
+                self._spawn(self.admin.serve())
+            if self.config.watch:
+                self._spawn(self._watch())
+        LOG.info("listening", listen=self.config.listen_addresses, pid=os.getpid())
+
+    def _spawn(self, coro: Any) -> None:
+        task = self.loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def begin_drain(self) -> None:
+        """SIGTERM: stop accepting, finish what is in flight, then stop."""
+        if self.draining:
+            return
+        self.draining = True
+        LOG.info("draining", connections=len(self.connections))
+        for server in self.servers:
+            server.close()
+        for conn in list(self.connections):
+            conn.start_drain()
+        self._spawn(self._finish_drain())
+
+    async def _finish_drain(self) -> None:
+        deadline = self.loop.time() + self.config.limits.drain_timeout
+        while self.connections and self.loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        for conn in list(self.connections):
+            conn.abort()
+        if self.admin is not None:
+            self.admin.should_exit = True
+        await self.runtime.aclose()
+        self.write_metrics()
+        LOG.flush()
+        self.stopped.set()
+
+    # --- hooks for connections and the pipeline ---------------------------------------------------
+    def connection_opened(self, conn: ClientConnection) -> None:
+        self.connections.add(conn)
+        self.metrics.active_connections += 1
+        if self.draining:
+            conn.start_drain()
+
+    def connection_closed(self, conn: ClientConnection) -> None:
+        if conn in self.connections:
+            self.connections.discard(conn)
+            self.metrics.active_connections -= 1
+
+    def start_exchange(self, ex: Exchange) -> None:
+        ex.body_limit = self.runtime.limits.max_request_body
+        self.loop.create_task(run_exchange(self, ex))
+
+    def health_response(self, kind: str) -> Response:
+        return health_body(kind == "healthz" or self.is_ready())
+
+    def log_exchange(self, ex: Exchange) -> None:
+        status = ex.status or 499  # 499: the client went away before an answer (nginx's code)
+        duration = time.perf_counter() - ex.start if ex.start else 0.0
+        self.metrics.observe(ex.route_name, status, duration)
+        if not self.runtime.config.access_log:
+            return
+        target = ex.target.decode("latin-1")
+        mark = target.find("?")
+        if mark >= 0:
+            target = target[: mark + 1] + redact_query(target[mark + 1 :])
+        LOG.access(
+            {
+                "request_id": ex.request_id,
+                "remote": ex.conn.client_ip,
+                "method": ex.method,
+                "host": ex.lookup.get(b"host", b"").decode("latin-1"),
+                "uri": target,
+                "route": ex.route_name,
+                "status": status,
+                "bytes_in": ex.body_bytes,
+                "bytes_out": ex.bytes_out,
+                "duration_ms": round(duration * 1000, 3),
+            }
+        )
+
+    # --- admin controller ---------------------------------------------------------------------------
+    def is_ready(self) -> bool:
+        return not self.draining and self.runtime is not None
+
+    def metrics_snapshot(self) -> dict[str, Any]:
+        return self.metrics.snapshot()
+
+    async def reload(self) -> list[str]:
+        """Load and compile the file again; swap atomically, or keep the old config and say why."""
+        async with self._reload_lock:
+            try:
+                config = load_config(self.config_path)
+                runtime = await build_runtime(config, self.loop)
+            except ConfigError as exc:
+                problems = [f"{p}: {m}" if p else m for p, m in exc.problems]
+                self.metrics.reloads["error"] += 1
+                LOG.error("reload refused: the old config keeps serving", problems=problems)
+                return problems
+            if config.listen != self.config.listen or config.tls != self.config.tls:
+                LOG.warning("listen and tls changes take effect after a restart")
+            old, self.runtime, self.config = self.runtime, runtime, config
+            old.retire()
+            self.metrics.reloads["ok"] += 1
+            LOG.info("config reloaded", routes=len(config.routes))
+            return []
+
+    # --- timers -------------------------------------------------------------------------------------
+    async def _sweeper(self) -> None:
+        last_snapshot = 0.0
+        while True:
+            await asyncio.sleep(_SWEEP_INTERVAL)
+            now = self.loop.time()
+            for conn in list(self.connections):
+                if conn.deadline and now > conn.deadline:
+                    conn.timed_out()
+            self.runtime.sweep(now)
+            if self.metrics_file is not None and now - last_snapshot >= _SNAPSHOT_INTERVAL:
+                last_snapshot = now
+                self.write_metrics()
+
+    def write_metrics(self) -> None:
+        if self.metrics_file is None:
+            return
+        tmp = self.metrics_file.with_suffix(".tmp")
+        with contextlib.suppress(OSError):
+            tmp.write_text(json.dumps(self.metrics.snapshot()))
+            tmp.replace(self.metrics_file)
+
+    async def _watch(self) -> None:
+        signature = file_signature(self.config_path)
+        while True:
+            await asyncio.sleep(_WATCH_INTERVAL)
+            current = file_signature(self.config_path)
+            if current != signature and current is not None:
+                signature = current
+                await self.reload()
+
+
+def run_worker(config_path: Path, config: Config, *, serve_admin: bool, reuse_port: bool,
+               metrics_file: Path | None = None) -> int:
+    """Serve until SIGTERM/SIGINT has drained every connection; the process exit code."""
+    uvloop.install()
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+
+    async def main() -> int:
+        worker = Worker(config_path, config, serve_admin=serve_admin, reuse_port=reuse_port,
+                        metrics_file=metrics_file)
+        try:
+            await worker.start()
+        except ConfigError as exc:
+            LOG.error("invalid config", problems=[f"{p}: {m}" if p else m for p, m in exc.problems])
+            return 1
+        except OSError as exc:
+            LOG.error("cannot listen", error=str(exc))
+            return 1
+        await worker.stopped.wait()
+        return 0
+
+    try:
+        return loop.run_until_complete(main())
+    finally:
+        LOG.flush()
+        loop.close()
+
+
+class Supervisor:
+    """`--workers N`: N worker processes, the admin API, reload validation, merged metrics."""
+
+    def __init__(self, config_path: Path, config: Config, workers: int) -> None:
+        self.config_path = config_path
+        self.config = config
+        self.count = workers
+        self.procs: dict[int, subprocess.Popen[bytes]] = {}
+        self.metrics_dir = Path(tempfile.mkdtemp(prefix="bastion-metrics-"))
+        self.stopping = False
+        self.reloads = {"ok": 0, "error": 0}
+        self._reload_lock: asyncio.Lock | None = None
+
+    def _spawn(self, index: int) -> None:
+        command = [
+            sys.executable, "-m", "bastion.gateway.worker_main", "--config", str(self.config_path),
+            "--metrics-file", str(self.metrics_dir / f"worker-{index}.json"),
+        ]
+        self.procs[index] = subprocess.Popen(command, stdin=subprocess.DEVNULL)
+
+    def metrics_snapshot(self) -> dict[str, Any]:
+        snapshots = []
+        for path in self.metrics_dir.glob("worker-*.json"):
+            with contextlib.suppress(OSError, ValueError):
+                snapshots.append(json.loads(path.read_text()))
+        total = merge(snapshots)
+        total["reloads"] = dict(self.reloads)
+        return total
+
+    def is_ready(self) -> bool:
+        return not self.stopping and all(p.poll() is None for p in self.procs.values())
+
+    async def reload(self) -> list[str]:
+        assert self._reload_lock is not None
+        async with self._reload_lock:
+            try:
+                config = load_config(self.config_path)
+                runtime = await build_runtime(config, asyncio.get_running_loop())
+                await runtime.aclose()
+            except ConfigError as exc:
+                problems = [f"{p}: {m}" if p else m for p, m in exc.problems]
+                self.reloads["error"] += 1
+                LOG.error("reload refused: the old config keeps serving", problems=problems)
+                return problems
+            self.config = config
+            for proc in self.procs.values():
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGHUP)
+            self.reloads["ok"] += 1
+            LOG.info("config reloaded", workers=len(self.procs))
+            return []
+
+    def run(self) -> int:
+        uvloop.install()
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        try:
+            return loop.run_until_complete(self._main(loop))
+        finally:
+            LOG.flush()
+            loop.close()
+            for path in self.metrics_dir.glob("*"):
+                path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                self.metrics_dir.rmdir()
+
+    async def _main(self, loop: asyncio.AbstractEventLoop) -> int:
+        self._reload_lock = asyncio.Lock()
+        for index in range(self.count):
+            self._spawn(index)
+        stop = asyncio.Event()
+
+        def on_stop() -> None:
+            self.stopping = True
+            for proc in self.procs.values():
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGTERM)
+            stop.set()
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, on_stop)
+        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload()))
+        admin = None
+        if self.config.admin is not None:
+            from bastion.admin.app import admin_server, create_app
+
+            host, port = parse_host_port(self.config.admin.listen)
+            admin = admin_server(create_app(self, self.config.admin.token), host, port)
+            loop.create_task(admin.serve())
+        if self.config.watch:
+            loop.create_task(self._watch())
+        LOG.info("supervising", workers=self.count, pid=os.getpid())
+        while not stop.is_set():
+            for index, proc in list(self.procs.items()):
+                if proc.poll() is not None and not self.stopping:
+                    LOG.error("worker exited; starting another", worker=index, code=proc.returncode)
+                    time.sleep(0.2)
+                    self._spawn(index)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.5)
+        codes = []
+        deadline = loop.time() + self.config.limits.drain_timeout + 5
+        for proc in self.procs.values():
+            while proc.poll() is None and loop.time() < deadline:
+                await asyncio.sleep(0.05)
+            if proc.poll() is None:
+                proc.kill()
+            codes.append(proc.wait())
+        if admin is not None:
+            admin.should_exit = True
+            await asyncio.sleep(0.1)
+        return 0 if all(c == 0 for c in codes) else 1
+
+    async def _watch(self) -> None:
+        signature = file_signature(self.config_path)
+        while not self.stopping:
+            await asyncio.sleep(_WATCH_INTERVAL)
+            current = file_signature(self.config_path)
+            if current != signature and current is not None:
+                signature = current
+                await self.reload()
+
+
+def serve(config_path: Path, config: Config, workers: int) -> int:
+    if workers <= 1:
+        return run_worker(config_path, config, serve_admin=True, reuse_port=False)
+    return Supervisor(config_path, config, workers).run()

@@ -1,0 +1,312 @@
+"""Upstream side of the data path: pooled keep-alive HTTP/1.1 connections parsed by llhttp.
+
+An UpstreamConnection carries one exchange at a time. It hands the response head to the
+exchange through a future, streams body chunks to it as they arrive (the exchange writes them
+to the client and pauses this connection when the client is slow), and goes back to its
+UpstreamPool when the response ended cleanly and both sides allow keep-alive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import httptools
+
+from bastion.errors import UpstreamError
+
+if TYPE_CHECKING:
+    from bastion.config.model import Service
+    from bastion.gateway.exchange import Exchange
+
+Header = tuple[bytes, bytes]
+
+
+class UpstreamClosed(UpstreamError):
+    """The connection closed or broke before the response head arrived."""
+
+    def __init__(self, message: str, *, sent_nothing_back: bool) -> None:
+        super().__init__(message)
+        self.sent_nothing_back = sent_nothing_back
+
+
+class UpstreamTimeout(UpstreamError):
+    """No response head within the service's timeout."""
+
+
+class UpstreamConnection(asyncio.Protocol):
+    """One TCP (or TLS) connection to an upstream; see the module docstring."""
+
+    __slots__ = (
+        "pool", "transport", "parser", "exchange", "head", "headers", "status", "reused",
+        "deadline", "idle_since", "open", "keep_alive", "got_bytes", "head_request",
+        "response_done", "tunnel", "paused",
+    )
+
+    def __init__(self, pool: UpstreamPool) -> None:
+        self.pool = pool
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.exchange: Exchange | None = None
+        self.head: asyncio.Future[tuple[int, list[Header]]] | None = None
+        self.headers: list[Header] = []
+        self.status = 0
+        self.reused = False
+        self.deadline = 0.0  # loop time after which the sweeper times this request out; 0: none
+        self.idle_since = 0.0
+        self.open = False
+        self.keep_alive = True
+        self.got_bytes = False
+        self.head_request = False
+        self.response_done = False
+        self.tunnel = False
+        self.paused = False
+
+    # --- asyncio.Protocol -------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
+        transport.set_write_buffer_limits(high=256 * 1024, low=64 * 1024)
+        self.open = True
+        self.pool.live.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self.tunnel:
+            if self.exchange is not None:
+                self.exchange.tunnel_from_upstream(data)
+            return
+        if self.exchange is None:
+            self.close()  # bytes on an idle connection: the upstream is confused; never reuse it
+            return
+        self.got_bytes = True
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            self.tunnel = True
+            rest = data[exc.args[0] :] if exc.args else b""
+            if rest and self.exchange is not None:
+                self.exchange.tunnel_from_upstream(rest)
+        except httptools.HttpParserError as exc:
+            self._fail(UpstreamClosed(f"invalid response from upstream: {exc}", sent_nothing_back=False))
+            self.close()
+
+    def eof_received(self) -> bool | None:
+        return False  # close the transport; connection_lost finishes the exchange
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.open = False
+        self.pool.live.discard(self)
+        self.pool.forget(self)
+        ex = self.exchange
+        if ex is None:
+            return
+        if self.tunnel:
+            ex.tunnel_closed()
+            return
+        if self.head is not None and not self.head.done():
+            self._fail(
+                UpstreamClosed(
+                    "the upstream closed the connection before answering",
+                    sent_nothing_back=not self.got_bytes,
+                )
+            )
+        elif not self.response_done:
+            # a body delimited by the end of the connection ends here; anything else is cut short
+            ex.upstream_body_end(clean=self.status != 0 and ex.response_until_close)
+            self.response_done = True
+
+    def pause_writing(self) -> None:
+        if self.exchange is not None:
+            self.exchange.pause_client_reading()
+
+    def resume_writing(self) -> None:
+        if self.exchange is not None:
+            self.exchange.resume_client_reading()
+
+    # --- llhttp callbacks ---------------------------------------------------------------------
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self.status == 0:  # trailers after a chunked body are dropped (they arrive later)
+            self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        status = self.parser.get_status_code()
+        if 100 <= status < 200 and status != 101:
+            self.headers = []  # interim responses (100, 103) are not relayed (as nginx)
+            return
+        self.status = status
+        self.keep_alive = self.parser.should_keep_alive()
+        if self.head is not None and not self.head.done():
+            self.head.set_result((status, self.headers))
+        if self.head_request or status in (204, 304):
+            # llhttp cannot be told the request was HEAD; end the message here and use a fresh
+            # parser for the next response on this connection
+            self._message_done()
+            self.parser = httptools.HttpResponseParser(self)
+
+    def on_body(self, body: bytes) -> None:
+        ex = self.exchange
+        if ex is not None and not self.response_done:
+            if self.deadline:
+                self.deadline = self.pool.loop.time() + self.pool.timeout
+            ex.upstream_body(body)
+
+    def on_message_complete(self) -> None:
+        if self.status == 0 or self.response_done:
+            return  # the end of an interim 1xx response, or after a HEAD response
+        self._message_done()
+
+    # --- used by the exchange -----------------------------------------------------------------
+    def send(self, exchange: Exchange, head: bytes, head_request: bool) -> asyncio.Future[tuple[int, list[Header]]]:
+        """Send a request head; the returned future gets (status, headers) of the response."""
+        assert self.transport is not None
+        self.exchange = exchange
+        self.head = self.pool.loop.create_future()
+        self.headers = []
+        self.status = 0
+        self.got_bytes = False
+        self.response_done = False
+        self.head_request = head_request
+        self.deadline = 0.0
+        self.transport.write(head)
+        return self.head
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and self.open:
+            self.transport.write(data)
+
+    def start_response_timer(self) -> None:
+        """The request is fully sent: from now the response head must come within the timeout."""
+        if not self.response_done:
+            self.deadline = self.pool.loop.time() + self.pool.timeout
+
+    def timed_out(self) -> None:
+        """Called by the sweeper when `deadline` passed."""
+        self.deadline = 0.0
+        if self.head is not None and not self.head.done():
+            self.head.set_exception(UpstreamTimeout("the upstream did not answer in time"))
+            self.exchange = None
+        elif self.exchange is not None:
+            self.exchange.upstream_body_end(clean=False)
+        self.close()
+
+    def pause_reading(self) -> None:
+        """The client reads slower than the upstream sends: stop reading (and timing) it."""
+        if self.transport is not None and not self.paused:
+            self.paused = True
+            self.deadline = 0.0
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.transport is not None and self.paused:
+            self.paused = False
+            if not self.response_done and self.exchange is not None:
+                self.deadline = self.pool.loop.time() + self.pool.timeout
+            self.transport.resume_reading()
+
+    def close(self) -> None:
+        self.open = False
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        self.open = False
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _message_done(self) -> None:
+        self.response_done = True
+        self.deadline = 0.0
+        ex = self.exchange
+        if ex is not None:
+            ex.upstream_body_end(clean=True)
+
+    def _fail(self, error: UpstreamError) -> None:
+        if self.head is not None and not self.head.done():
+            self.head.set_exception(error)
+            self.exchange = None
+
+    def release(self, reusable: bool) -> None:
+        """The exchange is done with this connection: pool it or close it."""
+        self.exchange = None
+        self.head = None
+        if self.paused:
+            self.resume_reading()
+        if reusable and self.open and self.keep_alive and self.response_done and not self.tunnel:
+            self.pool.put(self)
+        else:
+            self.close()
+
+
+class UpstreamPool:
+    """Keep-alive connections to one service, per worker; idle ones reused newest first."""
+
+    def __init__(self, service: Service, loop: asyncio.AbstractEventLoop) -> None:
+        parts = urlsplit(service.url)
+        self.name = service.name
+        self.loop = loop
+        self.host = parts.hostname or "127.0.0.1"
+        self.tls = parts.scheme == "https"
+        self.port = parts.port or (443 if self.tls else 80)
+        default_port = self.port == (443 if self.tls else 80)
+        host_text = f"[{self.host}]" if ":" in self.host else self.host
+        #: the Host header sent upstream unless a route preserves the client's
+        self.host_header = (host_text if default_port else f"{host_text}:{self.port}").encode()
+        self.base_path = (parts.path or "").rstrip("/")
+        self.connect_timeout = service.connect_timeout
+        self.timeout = service.timeout
+        self.idle_timeout = service.idle_timeout
+        self.max_idle = service.max_idle
+        self.ssl: ssl.SSLContext | None = None
+        if self.tls:
+            self.ssl = ssl.create_default_context()
+            if not service.tls_verify:
+                self.ssl.check_hostname = False
+                self.ssl.verify_mode = ssl.CERT_NONE
+        self.idle: list[UpstreamConnection] = []
+        self.live: set[UpstreamConnection] = set()
+        self.closed = False
+
+    async def acquire(self) -> UpstreamConnection:
+        """An idle pooled connection, or a new one (raises OSError / TimeoutError)."""
+        while self.idle:
+            conn = self.idle.pop()
+            if conn.open:
+                conn.reused = True
+                return conn
+        kwargs: dict[str, Any] = {}
+        if self.ssl is not None:
+            kwargs = {"ssl": self.ssl, "server_hostname": self.host}
+        _, conn = await asyncio.wait_for(
+            self.loop.create_connection(lambda: UpstreamConnection(self), self.host, self.port, **kwargs),
+            self.connect_timeout,
+        )
+        conn.reused = False
+        return conn
+
+    def put(self, conn: UpstreamConnection) -> None:
+        if self.closed or len(self.idle) >= self.max_idle:
+            conn.close()
+            return
+        conn.idle_since = self.loop.time()
+        self.idle.append(conn)
+
+    def forget(self, conn: UpstreamConnection) -> None:
+        if conn in self.idle:
+            self.idle.remove(conn)
+
+    def sweep(self, now: float) -> None:
+        """Time out slow responses and close connections idle past idle_timeout."""
+        for conn in list(self.live):
+            if conn.deadline and now > conn.deadline:
+                conn.timed_out()
+        if self.idle and now - self.idle[0].idle_since > self.idle_timeout:
+            for conn in [c for c in self.idle if now - c.idle_since > self.idle_timeout]:
+                conn.close()
+
+    def close(self) -> None:
+        """Close idle connections now; busy ones close when their exchange releases them."""
+        self.closed = True
+        for conn in self.idle:
+            conn.close()
+        self.idle.clear()

@@ -1,0 +1,1 @@
+"""Operations: JSON logs with redaction, metrics, health."""

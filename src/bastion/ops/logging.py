@@ -1,0 +1,89 @@
+"""One JSON object per line on stdout: access lines and events, secrets redacted, writes batched."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sys
+import time
+from typing import IO, Any
+
+import orjson
+
+#: query parameters whose values never reach a log (SPEC §10)
+SECRET_PARAMS = frozenset(
+    {"client_secret", "password", "code", "refresh_token", "access_token", "id_token", "client_assertion"}
+)
+_SECRET_QUERY = re.compile(
+    r"(?i)(^|&)((?:client_secret|password|code|refresh_token|access_token|id_token|client_assertion)"
+    r"(?:=|%3D))[^&]*"
+)
+REDACTED = "REDACTED"
+_FLUSH_DELAY = 0.05  # seconds: batch lines so a busy worker makes one write per batch, not per request
+_FLUSH_SIZE = 64 * 1024
+
+
+def redact_query(query: str) -> str:
+    """`client_secret=abc&x=1` → `client_secret=REDACTED&x=1`."""
+    if "=" not in query:
+        return query
+    return _SECRET_QUERY.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", query)
+
+
+class JsonLog:
+    """Writes JSON lines to a binary stream, batching inside an event loop, directly outside one."""
+
+    def __init__(self, stream: IO[bytes] | None = None) -> None:
+        self._stream = stream if stream is not None else sys.stdout.buffer
+        self._pending: list[bytes] = []
+        self._size = 0
+        self._scheduled = False
+
+    def _write(self, record: dict[str, Any]) -> None:
+        line = orjson.dumps(record, default=str) + b"\n"
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._stream.write(line)
+            self._stream.flush()
+            return
+        self._pending.append(line)
+        self._size += len(line)
+        if self._size >= _FLUSH_SIZE:
+            self.flush()
+        elif not self._scheduled:
+            self._scheduled = True
+            loop.call_later(_FLUSH_DELAY, self.flush)
+
+    def flush(self) -> None:
+        self._scheduled = False
+        if not self._pending:
+            return
+        data = b"".join(self._pending)
+        self._pending.clear()
+        self._size = 0
+        try:
+            self._stream.write(data)
+            self._stream.flush()
+        except (OSError, ValueError):
+            pass  # a closed stdout must not take the gateway down
+
+    def access(self, record: dict[str, Any]) -> None:
+        record["ts"] = round(time.time(), 3)
+        record["type"] = "access"
+        self._write(record)
+
+    def event(self, level: str, msg: str, **fields: Any) -> None:
+        self._write({"ts": round(time.time(), 3), "level": level, "msg": msg, **fields})
+
+    def info(self, msg: str, **fields: Any) -> None:
+        self.event("info", msg, **fields)
+
+    def warning(self, msg: str, **fields: Any) -> None:
+        self.event("warning", msg, **fields)
+
+    def error(self, msg: str, **fields: Any) -> None:
+        self.event("error", msg, **fields)
+
+
+LOG = JsonLog()

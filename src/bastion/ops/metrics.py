@@ -1,0 +1,118 @@
+"""Request metrics kept as plain counters per worker, merged and exposed in Prometheus format.
+
+Counting is a dict increment on the hot path; prometheus-client only renders the exposition,
+from one snapshot or the sum of every worker's snapshot (`--workers N`).
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
+
+BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class Metrics:
+    """One worker's counters."""
+
+    __slots__ = ("requests", "latency", "upstream_errors", "active_connections", "reloads")
+
+    def __init__(self) -> None:
+        self.requests: dict[tuple[str, int], int] = {}
+        # route → [count per bucket (not cumulative) ..., +Inf count, sum]
+        self.latency: dict[str, list[float]] = {}
+        self.upstream_errors: dict[tuple[str, str], int] = {}
+        self.active_connections = 0
+        self.reloads: dict[str, int] = {"ok": 0, "error": 0}
+
+    def observe(self, route: str, status: int, seconds: float) -> None:
+        key = (route, status)
+        self.requests[key] = self.requests.get(key, 0) + 1
+        row = self.latency.get(route)
+        if row is None:
+            row = self.latency[route] = [0.0] * (len(BUCKETS) + 2)
+        row[bisect.bisect_left(BUCKETS, seconds)] += 1
+        row[-1] += seconds
+
+    def upstream_error(self, service: str, kind: str) -> None:
+        key = (service, kind)
+        self.upstream_errors[key] = self.upstream_errors.get(key, 0) + 1
+
+    def snapshot(self) -> dict[str, Any]:
+        """A JSON-able copy, for the admin process to merge."""
+        return {
+            "requests": [[r, s, n] for (r, s), n in self.requests.items()],
+            "latency": {r: list(row) for r, row in self.latency.items()},
+            "upstream_errors": [[s, k, n] for (s, k), n in self.upstream_errors.items()],
+            "active_connections": self.active_connections,
+            "reloads": dict(self.reloads),
+        }
+
+
+def merge(snapshots: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """Sum several workers' snapshots into one."""
+    total = Metrics()
+    for snap in snapshots:
+        for route, status, n in snap.get("requests", []):
+            total.requests[(route, status)] = total.requests.get((route, status), 0) + n
+        for route, row in snap.get("latency", {}).items():
+            mine = total.latency.setdefault(route, [0.0] * (len(BUCKETS) + 2))
+            for i, value in enumerate(row[: len(mine)]):
+                mine[i] += value
+        for service, kind, n in snap.get("upstream_errors", []):
+            total.upstream_errors[(service, kind)] = total.upstream_errors.get((service, kind), 0) + n
+        total.active_connections += snap.get("active_connections", 0)
+        for result, n in snap.get("reloads", {}).items():
+            total.reloads[result] = total.reloads.get(result, 0) + n
+    return total.snapshot()
+
+
+class _SnapshotCollector(Collector):
+    def __init__(self, snapshot: dict[str, Any]) -> None:
+        self.snapshot = snapshot
+
+    def collect(self) -> Iterator[Any]:
+        snap = self.snapshot
+        requests = CounterMetricFamily(
+            "bastion_requests", "Requests answered, by route and status.", labels=["route", "status"]
+        )
+        for route, status, n in snap["requests"]:
+            requests.add_metric([route, str(status)], n)
+        yield requests
+        latency = HistogramMetricFamily(
+            "bastion_request_duration_seconds", "Time from request head to response end.", labels=["route"]
+        )
+        for route, row in snap["latency"].items():
+            cumulative, buckets = 0.0, []
+            for bound, count in zip([*map(str, BUCKETS), "+Inf"], row[:-1], strict=True):
+                cumulative += count
+                buckets.append((bound, cumulative))
+            latency.add_metric([route], buckets, sum_value=row[-1])
+        yield latency
+        errors = CounterMetricFamily(
+            "bastion_upstream_errors", "Upstream failures, by service and kind.", labels=["service", "kind"]
+        )
+        for service, kind, n in snap["upstream_errors"]:
+            errors.add_metric([service, kind], n)
+        yield errors
+        yield GaugeMetricFamily(
+            "bastion_active_connections", "Open client connections.", value=snap["active_connections"]
+        )
+        reloads = CounterMetricFamily(
+            "bastion_config_reloads", "Config reloads, by result.", labels=["result"]
+        )
+        for result, n in snap["reloads"].items():
+            reloads.add_metric([result], n)
+        yield reloads
+
+
+def render(snapshot: dict[str, Any]) -> bytes:
+    """The Prometheus text exposition of a snapshot."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_SnapshotCollector(snapshot))
+    return generate_latest(registry)

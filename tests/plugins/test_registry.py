@@ -1,0 +1,112 @@
+"""Every registered plugin satisfies the plugin contract (DESIGN.md "The plugin contract")."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from typing import Any
+
+import pytest
+from pydantic import BaseModel, ValidationError
+
+from bastion.plugins.base import Plugin, PluginDeps, Step
+from bastion.plugins.registry import PLUGINS, plugin_class, unknown_plugin
+
+# A minimal valid instance config for each plugin whose Config has required fields; plugins
+# whose Config validates from {} need no entry.
+SAMPLE_CONFIGS: dict[str, dict[str, Any]] = {}
+
+REGISTERED = sorted(PLUGINS.items())
+IDS = [name for name, _ in REGISTERED]
+
+
+def build(cls: type[Plugin]) -> Plugin:
+    try:
+        config = cls.Config.model_validate(SAMPLE_CONFIGS.get(cls.NAME, {}))
+    except ValidationError as exc:
+        pytest.fail(f"add a minimal config for {cls.NAME!r} to SAMPLE_CONFIGS: {exc}")
+    return cls(config, PluginDeps(route_names=frozenset({"route-a"})))
+
+
+def test_registry_is_not_empty() -> None:
+    assert "headers" in PLUGINS
+
+
+@pytest.mark.parametrize(("key", "cls"), REGISTERED, ids=IDS)
+def test_plugin_declares_its_name_and_priority(key: str, cls: type[Plugin]) -> None:
+    assert issubclass(cls, Plugin)
+    assert isinstance(cls.NAME, str) and cls.NAME
+    assert cls.NAME == key  # the config key is the plugin's name
+    assert cls.NAME == cls.NAME.strip().lower()
+    assert isinstance(cls.PRIORITY, int) and not isinstance(cls.PRIORITY, bool)
+    assert isinstance(cls.GLOBAL_AUTH, bool)
+
+
+@pytest.mark.parametrize(("key", "cls"), REGISTERED, ids=IDS)
+def test_plugin_config_and_rule_are_strict_models(key: str, cls: type[Plugin]) -> None:
+    for model in (cls.Config, cls.Rule):
+        assert isinstance(model, type) and issubclass(model, BaseModel)
+        assert model.model_config.get("extra") == "forbid", f"{key}: {model.__name__}"
+
+
+@pytest.mark.parametrize(("key", "cls"), REGISTERED, ids=IDS)
+def test_plugin_config_refuses_unknown_keys(key: str, cls: type[Plugin]) -> None:
+    with pytest.raises(ValidationError, match="extra_forbidden|Extra inputs"):
+        cls.Config.model_validate({**SAMPLE_CONFIGS.get(key, {}), "no_such_field_xyz": 1})
+
+
+@pytest.mark.parametrize(("key", "cls"), REGISTERED, ids=IDS)
+def test_auth_plugins_have_global_auth_in_their_instance_config(key: str, cls: type[Plugin]) -> None:
+    if cls.GLOBAL_AUTH:
+        assert "global_auth" in cls.Config.model_fields
+        assert "global_auth" not in cls.Rule.model_fields
+
+
+@pytest.mark.parametrize(("key", "cls"), REGISTERED, ids=IDS)
+def test_bind_returns_a_step_or_none(key: str, cls: type[Plugin]) -> None:
+    plugin = build(cls)
+    for rule in (None, *_sample_rules(cls)):
+        step = plugin.bind(rule)
+        assert step is None or isinstance(step, Step), f"{key}: bind({rule!r}) -> {step!r}"
+    asyncio.run(plugin.aclose())
+
+
+@pytest.mark.parametrize(("key", "cls"), REGISTERED, ids=IDS)
+def test_aclose_is_a_coroutine_function(key: str, cls: type[Plugin]) -> None:
+    assert inspect.iscoroutinefunction(cls.aclose)
+
+
+@pytest.mark.parametrize(("key", "cls"), REGISTERED, ids=IDS)
+def test_aclose_is_safe_after_a_failed_build(key: str, cls: type[Plugin]) -> None:
+    # the worst case of a failed __init__: nothing was built at all
+    half_built = cls.__new__(cls)
+    asyncio.run(half_built.aclose())
+
+
+@pytest.mark.parametrize(("key", "cls"), REGISTERED, ids=IDS)
+def test_steps_override_at_least_one_hook(key: str, cls: type[Plugin]) -> None:
+    plugin = build(cls)
+    for rule in (None, *_sample_rules(cls)):
+        step = plugin.bind(rule)
+        if step is not None:
+            assert step.handles_request or step.handles_response
+    asyncio.run(plugin.aclose())
+
+
+def _sample_rules(cls: type[Plugin]) -> list[BaseModel]:
+    try:
+        return [cls.Rule.model_validate({})]
+    except ValidationError:
+        return []
+
+
+def test_plugin_class_finds_registered_plugins_only() -> None:
+    assert plugin_class("headers") is PLUGINS["headers"]
+    assert plugin_class("nope") is None
+
+
+def test_unknown_plugin_message_suggests_and_lists_the_known_names() -> None:
+    assert unknown_plugin("header") == (
+        f"unknown plugin 'header' (did you mean 'headers'?); known: {', '.join(sorted(PLUGINS))}"
+    )
+    assert "did you mean" not in unknown_plugin("zzzzzz")
