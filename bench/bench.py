@@ -21,13 +21,14 @@ from pathlib import Path
 from typing import Literal
 
 import report
-from measure import LoadGenerator, Measurement, measure, run_load
-from systems import Server, find_nginx, start_bastion, start_nginx, start_pyupstream
+from measure import HostCpu, LoadGenerator, Measurement, measure, run_load
+from systems import Server, StopResult, find_nginx, start_bastion, start_nginx, start_pyupstream
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "out"
 RESULTS = HERE / "RESULTS.md"
 MEASURED_PATH = "/bench?x=1"
+BUSY_WARNING = 0.3  # cores already busy before the benchmark that deserve a warning
 
 System = Literal["nginx-direct", "nginx-proxy", "bastion"]
 
@@ -101,6 +102,7 @@ class Run:
     round: int
     measurement: Measurement | None = None
     error: str | None = None
+    stop: StopResult | None = None
 
     def problem(self) -> str | None:
         """Why this run does not count as "every request answered 2xx", or None."""
@@ -120,6 +122,8 @@ class Run:
             "round": self.round,
             "measurement": self.measurement.to_json() if self.measurement else None,
             "error": self.error,
+            "stop_s": round(self.stop.seconds, 2) if self.stop else None,
+            "killed": self.stop.killed if self.stop else [],
         }
 
 
@@ -180,7 +184,7 @@ def run_scenario(scenario: Scenario, round_index: int, opts: Options, env: Envir
     except (RuntimeError, OSError, ValueError) as exc:
         run.error = str(exc)
     finally:
-        sut.stop()
+        run.stop = sut.stop()
         if not opts.keep_temp:
             shutil.rmtree(workdir / scenario.name, ignore_errors=True)
     return run
@@ -201,10 +205,11 @@ def describe_run(run: Run, rounds: int) -> str:
     if run.measurement is None:
         return f"{prefix} FAILED: {run.error}"
     m = run.measurement
+    stop = f"  stop {run.stop.seconds:.1f} s" if run.stop else ""
     return (
         f"{prefix} {m.load.requests_per_s:>9,.0f} req/s  p50 {m.load.p50_ms:6.2f} ms  "
         f"p99 {m.load.p99_ms:6.2f} ms  SUT {m.sut_cores:.2f} cores  "
-        f"RSS {m.sut.rss_list()} MB  errors {m.load.errors}"
+        f"RSS {m.sut.rss_list()} MB  errors {m.load.errors}{stop}"
     )
 
 
@@ -256,7 +261,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
     )
     parser.add_argument("--keep-temp", action="store_true", help="keep configs and logs")
     args = parser.parse_args(argv)
-    scenarios = QUICK_SCENARIOS if args.quick else SCENARIOS
+    scenarios: tuple[Scenario, ...] = QUICK_SCENARIOS if args.quick else SCENARIOS
     if args.configs:
         by_name = {s.name: s for s in SCENARIOS}
         unknown = [n for n in args.configs.split(",") if n not in by_name]
@@ -294,9 +299,19 @@ def save(opts: Options, runs: list[Run], info: dict[str, object]) -> Path:
     return stem.with_suffix(".json")
 
 
+def busy_cores(seconds: float = 1.0) -> float:
+    """How many cores the machine keeps busy without us: a warning sign before measuring."""
+    before = HostCpu.now()
+    time.sleep(seconds)
+    return (HostCpu.now().busy_s - before.busy_s) / seconds
+
+
 def main(argv: list[str] | None = None) -> int:
     opts = parse_args(argv)
     use_nginx, generator = choose_tools(opts)
+    idle = busy_cores()
+    if idle > BUSY_WARNING:
+        log(f"bench: WARNING: the machine is already using {idle:.2f} cores; numbers will be noisy")
     started = time.time()
     tmp = Path(tempfile.mkdtemp(prefix="bastion-bench-"))
     try:
@@ -324,6 +339,7 @@ def main(argv: list[str] | None = None) -> int:
         upstream=upstream,
         generator=generator.name,
         started=started,
+        busy_before=idle,
     )
     path = save(opts, runs, info)
     log(f"bench: raw results in {path}")

@@ -23,6 +23,7 @@ REFERENCES = ("nginx-direct", "nginx-proxy", "nginx-proxy-2w")
 AIM_RATIO = 0.60  # issue 3 point 9: one Bastion worker at >= 60% of nginx-proxy in the same run
 AIM_RSS_MB = 40.0  # ... and under 40 MB per worker
 NOT_SUT_BOUND = 0.8  # a 1-process SUT using less than this many cores was not the bottleneck
+SLOW_STOP = 2.0  # seconds from SIGTERM to exit that we flag (the SIGKILL comes at 10 s)
 FOREIGN_NOISE = 0.1  # cores used by processes outside the benchmark that we flag
 
 Run = dict[str, Any]
@@ -79,6 +80,7 @@ def environment(
     upstream: str,
     generator: str,
     started: float,
+    busy_before: float,
 ) -> dict[str, object]:
     """Date, machine, versions and method of a run, stored with its raw results."""
     return {
@@ -105,6 +107,7 @@ def environment(
         "placement": placement,
         "upstream": upstream,
         "generator": generator,
+        "busy_cores_before": round(busy_before, 2),
     }
 
 
@@ -142,7 +145,7 @@ def peak_rss(runs: list[Run]) -> list[float]:
 
 def errors_of(run: Run) -> int:
     load = run["measurement"]["load"]
-    return int(load["non_2xx"]) + sum(load["socket_errors"].values())
+    return int(load["non_2xx"]) + sum(int(v) for v in load["socket_errors"].values())
 
 
 # --- formatting ----------------------------------------------------------------------------------
@@ -232,7 +235,7 @@ def raw_rows(runs: list[Run]) -> list[list[str]]:
         m = run["measurement"]
         if not m:
             error = (run["error"] or "").splitlines()[0][:160].replace("|", "/")
-            rows.append([str(run["round"] + 1), run["scenario"], "FAILED", *[""] * 9, error])
+            rows.append([str(run["round"] + 1), run["scenario"], "FAILED", *[""] * 10, error])
             continue
         load = m["load"]
         sock = load["socket_errors"]
@@ -250,6 +253,7 @@ def raw_rows(runs: list[Run]) -> list[list[str]]:
                 f"{m['upstream_cores']:.2f} / {m['loadgen_cores']:.2f}",
                 f"{m['foreign_cores']:.2f} / {m['steal_cores']:.2f}",
                 ", ".join(f"{v:.1f}" for v in m["sut"]["peak_rss_mb"]),
+                f"{run.get('stop_s') or 0:.1f}",
                 "",
             ]
         )
@@ -309,6 +313,11 @@ def checks(runs: list[Run]) -> list[str]:
                 f"- {where}: {errors_of(run)} errors (non-2xx {m['load']['non_2xx']}, "
                 f"socket {m['load']['socket_errors']})."
             )
+        if run.get("killed") or (run.get("stop_s") or 0) > SLOW_STOP:
+            lines.append(
+                f"- {where}: stopping took {run.get('stop_s')} s after SIGTERM; "
+                f"SIGKILLed pids: {run.get('killed') or 'none'}."
+            )
         if not run["scenario"].endswith("-2w") and m["sut_cores"] < NOT_SUT_BOUND:
             lines.append(
                 f"- {where}: the SUT used only {m['sut_cores']:.2f} of its core: it was "
@@ -347,6 +356,7 @@ def render(data: dict[str, Any]) -> str:
         f"kernel {machine['kernel']}, {machine['os']}.",
         "- Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".",
         *[f"- {k}: {v}." for k, v in info["placement"].items()],
+        f"- Cores busy on the machine in the second before the run: {info['busy_cores_before']}.",
         "- **The load generator and the upstream share the 2 cores with the SUT** (core 1; the "
         "2-worker configs also run there), so absolute numbers are lower than on a machine with "
         "separate load-generator cores, and 2-worker configs cannot show real scaling.",
@@ -383,7 +393,7 @@ def render(data: dict[str, Any]) -> str:
         "",
         "Socket errors: connect/read/write/timeout. upstream / loadgen: cores used by the "
         "upstream and by the load generator. foreign / steal: cores used by processes outside "
-        "the benchmark, and hypervisor steal.",
+        "the benchmark, and hypervisor steal. stop s: seconds from SIGTERM to exit.",
         "",
         *table(
             [
@@ -399,10 +409,11 @@ def render(data: dict[str, Any]) -> str:
                 "upstream / loadgen cores",
                 "foreign / steal",
                 "peak RSS MB per process",
+                "stop s",
                 "error",
             ],
             raw_rows(runs),
-            "llrrrrrlrllll",
+            "llrrrrrlrlllrl",
         ),
         "",
         "## Automatic checks",

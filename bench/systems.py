@@ -66,6 +66,14 @@ def fetch(port: int, path: str = "/", timeout: float = 5.0) -> tuple[int, bytes]
         conn.close()
 
 
+@dataclass(frozen=True)
+class StopResult:
+    """How a stop went: seconds from SIGTERM to exit, and the pids that needed a SIGKILL."""
+
+    seconds: float
+    killed: list[int]
+
+
 @dataclass
 class Server:
     """A started server process: its name, port, log file and the process itself."""
@@ -129,20 +137,24 @@ class Server:
         if status != 200 or body != BODY:
             raise self.fail(f"sanity GET returned {status} {body[:200]!r}, expected 200 {BODY!r}")
 
-    def stop(self, grace: float = STOP_GRACE) -> None:
+    def stop(self, grace: float = STOP_GRACE) -> StopResult:
         """SIGTERM by pid, SIGKILL after `grace`; then SIGKILL children it left, each by pid."""
         children = tree(self.proc.pid)[1:]
+        started, killed = time.monotonic(), []
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
                 self.proc.wait(grace)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+                killed.append(self.proc.pid)
                 self.proc.wait(5)
         for child in children:
             with contextlib.suppress(psutil.NoSuchProcess):
                 if child.is_running():  # same pid *and* start time: never a recycled pid
                     child.kill()
+                    killed.append(child.pid)
+        return StopResult(time.monotonic() - started, killed)
 
 
 def spawn(name: str, command: list[str], cwd: Path, port: int) -> Server:

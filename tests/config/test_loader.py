@@ -88,7 +88,7 @@ def test_domains_are_stored_lower_case() -> None:
 def test_loaded_config_is_frozen() -> None:
     config = load_config_text(MINIMAL, env={})
     with pytest.raises(ValueError, match="frozen"):
-        config.routes[0].path = "/other"  # type: ignore[misc]
+        config.routes[0].path = "/other"
 
 
 def test_config_error_is_a_bastion_error() -> None:
@@ -220,6 +220,25 @@ def test_invalid_regex_path_is_reported_at_the_path_field() -> None:
     ((path, message),) = problems(route(path="'/a(['", path_type="regex"))
     assert path == "routes[0].path"
     assert message.startswith("invalid regular expression")
+
+
+@pytest.mark.parametrize(
+    ("second", "shadowed"),
+    [
+        ("{name: b, path: /api, service: backend}", True),
+        ("{name: b, path: /api, path_type: exact, service: backend}", False),
+        ("{name: b, path: /api, domains: [a.com], service: backend}", False),
+        ("{name: b, path: /api/, service: backend}", False),
+    ],
+)
+def test_a_route_that_could_never_match_is_refused(second: str, shadowed: bool) -> None:
+    text = MINIMAL.replace("name: route-a", "name: a") + f"  - {second}\n"
+    if not shadowed:
+        load_config_text(text, env={})
+        return
+    assert problems(text) == [
+        ("routes[1]", "same domains, path and path_type as routes[0]: it could never match")
+    ]
 
 
 def test_prefix_and_exact_paths_must_start_with_a_slash() -> None:
@@ -560,11 +579,12 @@ def test_yaml_merge_keys_work_and_explicit_keys_override() -> None:
         + "  - &base {name: a, path: /a, service: backend, path_type: exact}\n"
         + "  - <<: *base\n"
         + "    name: b\n"
+        + "    path: /b\n"
     )
     config = load_config_text(text, env={})
-    assert [(r.name, r.path, r.path_type) for r in config.routes] == [
-        ("a", "/a", "exact"),
-        ("b", "/a", "exact"),
+    assert [(r.name, r.path, r.path_type, r.service) for r in config.routes] == [
+        ("a", "/a", "exact", "backend"),
+        ("b", "/b", "exact", "backend"),
     ]
 
 

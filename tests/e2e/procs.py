@@ -47,6 +47,8 @@ def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: floa
             with contextlib.suppress(ProcessLookupError):
                 os.kill(proc.pid, signal.SIGKILL)
             proc.wait(5)
+    if proc.stdout is not None:
+        proc.stdout.close()
     return int(proc.returncode)
 
 

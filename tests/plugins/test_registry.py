@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, ValidationError
 
+from bastion.config.model import Model
 from bastion.plugins.base import Plugin, PluginDeps, Step
 from bastion.plugins.registry import PLUGINS, plugin_class, unknown_plugin
 
@@ -35,9 +36,10 @@ def test_registry_is_not_empty() -> None:
 @pytest.mark.parametrize(("key", "cls"), REGISTERED, ids=IDS)
 def test_plugin_declares_its_name_and_priority(key: str, cls: type[Plugin]) -> None:
     assert issubclass(cls, Plugin)
-    assert isinstance(cls.NAME, str) and cls.NAME
-    assert cls.NAME == key  # the config key is the plugin's name
-    assert cls.NAME == cls.NAME.strip().lower()
+    name = cls.NAME
+    assert isinstance(name, str) and name
+    assert name == key  # the config key is the plugin's name
+    assert name == name.strip().lower()
     assert isinstance(cls.PRIORITY, int) and not isinstance(cls.PRIORITY, bool)
     assert isinstance(cls.GLOBAL_AUTH, bool)
 
@@ -51,12 +53,14 @@ def test_plugin_config_and_rule_are_strict_models(key: str, cls: type[Plugin]) -
 
 @pytest.mark.parametrize(("key", "cls"), REGISTERED, ids=IDS)
 def test_plugin_config_refuses_unknown_keys(key: str, cls: type[Plugin]) -> None:
-    with pytest.raises(ValidationError, match="extra_forbidden|Extra inputs"):
+    with pytest.raises(ValidationError, match="extra_forbidden"):
         cls.Config.model_validate({**SAMPLE_CONFIGS.get(key, {}), "no_such_field_xyz": 1})
 
 
 @pytest.mark.parametrize(("key", "cls"), REGISTERED, ids=IDS)
-def test_auth_plugins_have_global_auth_in_their_instance_config(key: str, cls: type[Plugin]) -> None:
+def test_auth_plugins_have_global_auth_in_their_instance_config(
+    key: str, cls: type[Plugin]
+) -> None:
     if cls.GLOBAL_AUTH:
         assert "global_auth" in cls.Config.model_fields
         assert "global_auth" not in cls.Rule.model_fields
@@ -93,7 +97,7 @@ def test_steps_override_at_least_one_hook(key: str, cls: type[Plugin]) -> None:
     asyncio.run(plugin.aclose())
 
 
-def _sample_rules(cls: type[Plugin]) -> list[BaseModel]:
+def _sample_rules(cls: type[Plugin]) -> list[Model]:
     try:
         return [cls.Rule.model_validate({})]
     except ValidationError:

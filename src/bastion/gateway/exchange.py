@@ -150,7 +150,10 @@ class Exchange:
         self.conn.resume_reading()
 
     # --- response, to the client -----------------------------------------------------------------
-    def write_head(self, status: int, headers: list[Header], *, length: int | None, extra: bytes = b"") -> None:
+    def write_head(
+        self, status: int, headers: list[Header], *, length: int | None, extra: bytes = b"",
+        body: bytes = b"",
+    ) -> None:
         """Write the response head; framing is decided here from `length` and the request."""
         conn = self.conn
         self.status = status
@@ -182,25 +185,35 @@ class Exchange:
             elif self.http_version == "1.0":
                 out.append(b"Connection: keep-alive\r\n")
         out.append(b"\r\n")
-        conn.write(b"".join(out))
-        if self.early is not None:
-            early, self.early = self.early, None
+        if body and not self.no_body:
+            out.append(body)
+            self.bytes_out += len(body)
+        early, self.early = self.early, None
+        if early and (not self.no_body or status == 101):
+            # the body that came with the upstream's head leaves in the same write (one syscall)
             for chunk in early:
-                self.upstream_body(chunk)
-            if self.upstream is not None:
-                self.upstream.resume_reading()
-        if self.early_end is not None:
-            self.upstream_body_end(self.early_end)
+                self.bytes_out += len(chunk)
+                out.append(b"%x\r\n%b\r\n" % (len(chunk), chunk) if self.chunked_out else chunk)
+        if early and self.upstream is not None:
+            self.upstream.resume_reading()
+        end = self.early_end
+        if end is not None:
+            self.early_end = None
+            if self.chunked_out and end:
+                out.append(b"0\r\n\r\n")
+        conn.write(b"".join(out))
+        if end is not None:
+            if not end:
+                self.closing = True
+            if self.done is not None and not self.done.done():
+                self.done.set_result(end)
 
     def send_response(self, response: Response) -> None:
         """Write a whole response the gateway or a plugin made."""
         if response.close or not self.body_done:
             # an unread request body cannot be skipped safely: close after answering
             self.closing = True
-        self.write_head(response.status, response.headers, length=len(response.body))
-        if response.body and not self.no_body:
-            self.conn.write(response.body)
-            self.bytes_out += len(response.body)
+        self.write_head(response.status, response.headers, length=len(response.body), body=response.body)
 
     def upstream_body(self, chunk: bytes) -> None:
         if not self.started:
@@ -232,6 +245,11 @@ class Exchange:
 
     # --- upgrade tunnel (WebSocket) ------------------------------------------------------------
     def tunnel_from_upstream(self, data: bytes) -> None:
+        if not self.started:  # bytes right behind the 101 wait for its head to be written
+            if self.early is None:
+                self.early = []
+            self.early.append(data)
+            return
         self.bytes_out += len(data)
         self.conn.write(data)
 

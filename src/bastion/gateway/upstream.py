@@ -152,8 +152,8 @@ class UpstreamConnection(asyncio.Protocol):
             ex.upstream_body(body)
 
     def on_message_complete(self) -> None:
-        if self.status == 0 or self.response_done:
-            return  # the end of an interim 1xx response, or after a HEAD response
+        if self.status in (0, 101) or self.response_done:
+            return  # the end of an interim 1xx response, of a 101 (a tunnel follows), or of HEAD
         self._message_done()
 
     # --- used by the exchange -----------------------------------------------------------------

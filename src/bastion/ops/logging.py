@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import sys
 import time
 from typing import IO, Any
+from urllib.parse import unquote_plus
 
 import orjson
 
@@ -14,20 +14,21 @@ import orjson
 SECRET_PARAMS = frozenset(
     {"client_secret", "password", "code", "refresh_token", "access_token", "id_token", "client_assertion"}
 )
-_SECRET_QUERY = re.compile(
-    r"(?i)(^|&)((?:client_secret|password|code|refresh_token|access_token|id_token|client_assertion)"
-    r"(?:=|%3D))[^&]*"
-)
 REDACTED = "REDACTED"
 _FLUSH_DELAY = 0.05  # seconds: batch lines so a busy worker makes one write per batch, not per request
 _FLUSH_SIZE = 64 * 1024
 
 
 def redact_query(query: str) -> str:
-    """`client_secret=abc&x=1` → `client_secret=REDACTED&x=1`."""
+    """`client_secret=abc&x=1` → `client_secret=REDACTED&x=1`, whatever the name's case or escapes."""
     if "=" not in query:
         return query
-    return _SECRET_QUERY.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", query)
+    parts = query.split("&")
+    for i, part in enumerate(parts):
+        name, sep, _ = part.partition("=")
+        if sep and unquote_plus(name).strip().lower() in SECRET_PARAMS:
+            parts[i] = f"{name}={REDACTED}"
+    return "&".join(parts)
 
 
 class JsonLog:
