@@ -85,7 +85,7 @@ def curl_commands(text: str) -> list[list[str]]:
     for line in text.replace("\\\n", " ").splitlines():
         start = line.find("curl ")
         if start >= 0:
-            commands.append(shlex.split(line[start:]))
+            commands.append(shlex.split(line[start:], comments=True))
     return commands
 
 

@@ -157,7 +157,9 @@ def test_bad_arguments(tmp_path: Path, args: list[str]) -> None:
     result = bastion(*args, cwd=tmp_path)
     assert result.returncode != 0
     assert_no_traceback(result)
-    assert "usage" in (result.stdout + result.stderr).lower()
+    out = (result.stdout + result.stderr).lower()
+    assert "error" in out
+    assert "usage" in out
 
 
 def test_console_script() -> None:

@@ -92,6 +92,12 @@ class RawConn:
             raise EOFError("the gateway closed the connection")
         self.buf += data
 
+    def peek_until(self, data: bytes) -> bytes:
+        """Receive until `data` has arrived; return what is buffered without consuming it."""
+        while data not in self.buf:
+            self._fill()
+        return bytes(self.buf)
+
     def _until(self, sep: bytes) -> bytes:
         while (i := self.buf.find(sep)) < 0:
             self._fill()

@@ -132,6 +132,15 @@ def test_chunked_response_reaches_client_intact(gw: Gateway) -> None:
     assert resp.body == b"".join(CHUNKED_PIECES)
 
 
+def test_response_is_streamed_not_buffered(gw: Gateway) -> None:
+    with RawConn(gw.port) as conn:
+        conn.send(get("/drip?chunks=3&interval=1"))
+        seen = conn.peek_until(b"drip 0")
+        assert b"drip 2" not in seen  # the upstream sends it 2 s after the first chunk
+        resp = conn.final()
+    assert resp.body == b"drip 0\ndrip 1\ndrip 2\n"
+
+
 # --- responses without a body ------------------------------------------------------------------
 
 

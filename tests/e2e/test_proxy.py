@@ -23,6 +23,7 @@ from typing import Any
 import psutil
 import pytest
 from websockets.sync.client import connect as ws_connect
+from websockets.typing import Subprotocol
 
 from tests.e2e.conftest import UPSTREAM_APP, GatewayFactory
 from tests.e2e.procs import Gateway, free_port, gateway_config, run_gateway, run_python
@@ -318,7 +319,9 @@ def test_header_count_limit_is_431(gw: Gateway) -> None:
 
 def test_websocket_echo_through_the_gateway(gw: Gateway) -> None:
     url = f"ws://127.0.0.1:{gw.port}/ws"
-    with ws_connect(url, subprotocols=["chat.v1"], open_timeout=5, close_timeout=5) as ws:
+    with ws_connect(
+        url, subprotocols=[Subprotocol("chat.v1")], open_timeout=5, close_timeout=5
+    ) as ws:
         assert ws.subprotocol == "chat.v1"
         ws.send("hello text")
         assert ws.recv(timeout=5) == "hello text"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable, Sequence
 from typing import Any, get_args, get_origin
 
@@ -51,19 +52,48 @@ def _inner_model(annotation: Any) -> Any:
     return None
 
 
-def _clean_loc(loc: Sequence[str | int]) -> list[str | int]:
-    # pydantic adds union branch tags like "str" or "list[str]" and validator names; drop them
-    return [p for p in loc if isinstance(p, int) or not (("[" in p) or p in ("str", "function-after"))]
+def _clean_loc(loc: Sequence[str | int], data: Any) -> list[str | int]:
+    """The loc without pydantic's union-branch tags (`str`, `list[str]`, `function-after[…]`).
+
+    A part is kept when it is a real key or index in the input data; tags are not.
+    """
+    out: list[str | int] = []
+    current = data
+    last = len(loc) - 1
+    for i, part in enumerate(loc):
+        if isinstance(current, list):
+            if isinstance(part, int) and 0 <= part < len(current):
+                out.append(part)
+                current = current[part]
+            # else: a union tag under a list
+        elif isinstance(current, dict):
+            if part in current:
+                out.append(part)
+                current = current[part]
+            elif i == last:
+                out.append(part)  # a missing required field
+            # else: a union tag under a mapping
+        elif current is None and i == last:
+            out.append(part)
+        # else: a tag pydantic added below a scalar value ("[key]", "str", ...)
+    return out
+
+
+_TAG = re.compile(r"^(\[key\]|str|int|float|bool|none|(list|dict|set|tuple|function-\w+)\[.*\])$")
+
+
+def _strip_tags(loc: Sequence[str | int]) -> list[str | int]:
+    """Without the input at hand: drop what looks like a pydantic tag (best effort)."""
+    return [p for p in loc if isinstance(p, int) or not _TAG.match(p)]
 
 
 def problems_from(
-    exc: ValidationError, model: type[BaseModel], prefix: Sequence[str | int] = ()
+    exc: ValidationError, model: type[BaseModel], prefix: Sequence[str | int] = (), data: Any = None
 ) -> list[tuple[str, str]]:
     """Every error of a pydantic ValidationError as (path, message), unknown keys with a hint."""
-    problems: list[tuple[str, str]] = []
-    seen: set[tuple[str, str]] = set()
+    found: list[tuple[list[str | int], str, str]] = []
     for error in exc.errors(include_url=False):
-        loc = _clean_loc(error["loc"])
+        loc = _clean_loc(error["loc"], data) if data is not None else _strip_tags(error["loc"])
         if error["type"] == "extra_forbidden":
             key = str(loc[-1])
             owner = _model_at(model, loc[:-1])
@@ -73,8 +103,14 @@ def problems_from(
             message = "required"
         else:
             message = error["msg"].removeprefix("Value error, ")
+        found.append((loc, error["type"], message))
+    # a union reports every branch; where one branch says more than "wrong type", keep that one
+    precise = {tuple(loc) for loc, kind, _ in found if not kind.endswith("_type")}
+    problems: list[tuple[str, str]] = []
+    for loc, kind, message in found:
+        if kind.endswith("_type") and tuple(loc) in precise:
+            continue
         item = (format_path([*prefix, *loc]), message)
-        if item not in seen:
-            seen.add(item)
+        if item not in problems:
             problems.append(item)
     return problems

@@ -41,15 +41,21 @@ def _check_listen(value: str) -> str:
 def check_domain_pattern(value: str) -> str:
     """Exact host names or `*.suffix` (any depth of sub-domain, never the apex)."""
     text = value.strip().lower()
-    name = text[2:] if text.startswith("*.") else text
+    wildcard = text.startswith("*.")
+    name = (text[2:] if wildcard else text).rstrip(".")  # a trailing dot: the same host
+    text = "*." + name if wildcard else name
     if "*" in name:
         raise ValueError(f"{value!r}: a wildcard is allowed only as a leading '*.' (like *.example.com)")
     try:
-        ipaddress.ip_address(name.strip("[]"))
-        return text
+        address = ipaddress.ip_address(name.strip("[]"))
     except ValueError:
         pass
-    labels = name.rstrip(".").split(".")
+    else:
+        if wildcard:
+            raise ValueError(f"{value!r}: a wildcard cannot stand before an IP address")
+        # the form host_of() gives a Host header: IPv6 in brackets
+        return f"[{address}]" if address.version == 6 else str(address)
+    labels = name.split(".")
     if not name or not all(_LABEL.match(label) for label in labels):
         raise ValueError(f"{value!r} is not a valid domain name or *.suffix pattern")
     return text
@@ -66,3 +72,4 @@ DomainPattern = Annotated[str, AfterValidator(check_domain_pattern)]
 HeaderName = Annotated[str, AfterValidator(_check_header_name)]
 Seconds = Annotated[float, Field(gt=0, le=86400)]
 ByteSize = Annotated[int, Field(ge=0)]
+HeaderLimit = Annotated[int, Field(ge=1024)]

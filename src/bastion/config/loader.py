@@ -26,12 +26,21 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
     seen: set[Any] = set()
     for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue  # `<<:` merge keys: explicit keys may override what they bring
         key = loader.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
-        if key in seen:
+        try:
+            duplicate = key in seen
+        except TypeError:
+            raise yaml.constructor.ConstructorError(
+                None, None, "a mapping key must be a plain value, not a list or mapping", key_node.start_mark
+            ) from None
+        if duplicate:
             raise yaml.constructor.ConstructorError(
                 None, None, f"duplicate key {key!r}", key_node.start_mark
             )
         seen.add(key)
+    loader.flatten_mapping(node)  # type: ignore[no-untyped-call]
     return loader.construct_mapping(node, deep=deep)
 
 
@@ -50,10 +59,11 @@ def _interpolate(
             if match.group(0) == "$${":
                 return "${"
             name, default = match.group(1), match.group(2)
-            if name in env:
-                return env[name]
-            if default is not None:
-                return default
+            value = env.get(name)
+            if default is not None and not value:
+                return default  # ":-" as in sh: unset or empty
+            if value is not None:
+                return value
             problems.append((format_path(path), f"environment variable {name} is not set"))
             return ""
 
@@ -92,9 +102,8 @@ def load_config_text(
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
-        problems.extend(problems_from(exc, Config))
-    if config is not None:
-        problems.extend(cross_checks(config))
+        problems.extend(problems_from(exc, Config, data=data))
+    problems.extend(cross_checks(data))
     if problems:
         raise ConfigError(problems)
     assert config is not None
@@ -112,30 +121,46 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Confi
     return load_config_text(text, env, str(path))
 
 
-def cross_checks(config: Config) -> list[tuple[str, str]]:
-    """Rules that span several fields: unique names, known services, valid plugin configs."""
-    from bastion.plugins.registry import check_plugins  # plugins import config models
+def _named(items: Any) -> list[tuple[int, dict[str, Any]]]:
+    if not isinstance(items, list):
+        return []
+    return [(i, item) for i, item in enumerate(items) if isinstance(item, dict)]
+
+
+def cross_checks(data: dict[str, Any]) -> list[tuple[str, str]]:
+    """Rules that span several fields: unique names, known services, shadowed routes, plugins.
+
+    They read the raw data (defensively), so they report even when the schema has other errors.
+    """
+    from bastion.gateway.routing import RouteSpec, shadowed_routes
+    from bastion.plugins.registry import check_plugins
 
     problems: list[tuple[str, str]] = []
     services: set[str] = set()
-    for i, service in enumerate(config.services):
-        if service.name in services:
-            problems.append((f"services[{i}].name", f"duplicate service name {service.name!r}"))
-        services.add(service.name)
+    for i, service in _named(data.get("services")):
+        name = service.get("name")
+        if isinstance(name, str):
+            if name in services:
+                problems.append((f"services[{i}].name", f"duplicate service name {name!r}"))
+            services.add(name)
     routes: set[str] = set()
-    for i, route in enumerate(config.routes):
-        if route.name in routes:
-            problems.append((f"routes[{i}].name", f"duplicate route name {route.name!r}"))
-        routes.add(route.name)
-        if route.service not in services:
-            hint = suggest(route.service, services)
-            problems.append((f"routes[{i}].service", f"unknown service {route.service!r}{hint}"))
-    from bastion.gateway.routing import RouteSpec, shadowed_routes
-
-    specs = [RouteSpec(r.domains, r.path, r.path_type, i) for i, r in enumerate(config.routes)]
+    specs: list[RouteSpec[int]] = []
+    for i, route in _named(data.get("routes")):
+        name, service = route.get("name"), route.get("service")
+        if isinstance(name, str):
+            if name in routes:
+                problems.append((f"routes[{i}].name", f"duplicate route name {name!r}"))
+            routes.add(name)
+        if isinstance(service, str) and service not in services:
+            hint = suggest(service, services)
+            problems.append((f"routes[{i}].service", f"unknown service {service!r}{hint}"))
+        domains, path = route.get("domains") or [], route.get("path", "/")
+        if isinstance(domains, list) and all(isinstance(d, str) for d in domains) and isinstance(path, str):
+            specs.append(RouteSpec([d.lower() for d in domains], path, str(route.get("path_type", "prefix")), i))
     for first, later in shadowed_routes(specs):
         problems.append(
-            (f"routes[{later}]", f"same domains, path and path_type as routes[{first}]: it could never match")
+            (f"routes[{specs[later].value}]",
+             f"same domains, path and path_type as routes[{specs[first].value}]: it could never match")
         )
-    problems.extend(check_plugins(config))
+    problems.extend(check_plugins(data))
     return problems

@@ -7,9 +7,10 @@ import re
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from bastion.config.fields import ByteSize, DomainPattern, ListenAddress, Seconds
+from bastion.config.fields import ByteSize, DomainPattern, HeaderLimit, ListenAddress, Seconds
+from bastion.gateway.routing import BadPath, normalize_path
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -53,8 +54,8 @@ class Health(Model):
 
 class Limits(Model):
     max_request_body: ByteSize = Field(default=104_857_600, description="Bytes; over it → 413.")
-    max_header_size: ByteSize = Field(
-        default=65_536, ge=1024, description="Bytes of request line and headers; over it → 431."
+    max_header_size: HeaderLimit = Field(
+        default=65_536, description="Bytes of request line and headers; over it → 431."
     )
     max_header_count: int = Field(default=100, ge=1, le=10_000, description="Over it → 431.")
     client_timeout: Seconds = Field(
@@ -108,8 +109,8 @@ class Service(Model):
 class Route(Model):
     name: str
     domains: list[DomainPattern] = Field(default_factory=list, description="Omitted: any host.")
-    path: str = Field(default="/", description="Prefix, exact path or regex (see path_type).")
     path_type: Literal["prefix", "exact", "regex"] = "prefix"
+    path: str = Field(default="/", description="Prefix, exact path or regex (see path_type).")
     service: str
     preserve_host: bool = Field(
         default=False, description="Send the client's Host upstream instead of the service's."
@@ -119,16 +120,25 @@ class Route(Model):
 
     _check = field_validator("name")(classmethod(lambda cls, v: _check_name(v)))
 
-    @model_validator(mode="after")
-    def _check_path(self) -> Route:
-        if self.path_type == "regex":
+    @field_validator("path")
+    @classmethod
+    def _check_path(cls, value: str, info: ValidationInfo) -> str:
+        if info.data.get("path_type") == "regex":
             try:
-                re.compile(self.path)
+                re.compile(value)
             except re.error as exc:
-                raise ValueError(f"path: invalid regular expression: {exc}") from None
-        elif not self.path.startswith("/"):
-            raise ValueError(f"path: {self.path!r} must start with '/'")
-        return self
+                raise ValueError(f"invalid regular expression: {exc}") from None
+            return value
+        if not value.startswith("/"):
+            raise ValueError(f"{value!r} must start with '/'")
+        try:
+            canonical = normalize_path(value)
+        except BadPath as exc:
+            raise ValueError(f"{value!r}: {exc}") from None
+        if canonical != value:
+            # requests are matched on their normalized path, so this one could never match
+            raise ValueError(f"{value!r} is not in normalized form; write {canonical!r}")
+        return value
 
 
 class Config(Model):

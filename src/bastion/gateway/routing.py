@@ -14,6 +14,7 @@ T = TypeVar("T")
 
 _UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 _HEX = frozenset("0123456789abcdefABCDEF")
+_NEEDS_ESCAPING = re.compile(r"[%\x00-\x20\x7f]")
 
 
 class BadPath(ValueError):
@@ -31,9 +32,10 @@ def normalize_path(path: str) -> str:
     """
     if not path.startswith("/"):
         raise BadPath("the request target must start with '/'")
-    if "%" not in path and "//" not in path and "/." not in path and path.isascii():
+    escapes = not path.isascii() or _NEEDS_ESCAPING.search(path) is not None
+    if not escapes and "//" not in path and "/." not in path:
         return path  # the common case: already canonical
-    if "%" in path or not path.isascii():
+    if escapes:
         path = _normalize_escapes(path)
     return _remove_dot_segments(path)
 

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any
 
 from bastion.config.errors import suggest
 from bastion.plugins.base import Plugin
 from bastion.plugins.headers.handler import HeadersPlugin
-
-if TYPE_CHECKING:
-    from bastion.config.model import Config
 
 PLUGINS: dict[str, type[Plugin]] = {cls.NAME: cls for cls in (HeadersPlugin,)}
 
@@ -22,12 +19,26 @@ def unknown_plugin(name: str) -> str:
     return f"unknown plugin {name!r}{suggest(name, PLUGINS)}; known: {', '.join(sorted(PLUGINS))}"
 
 
-def check_plugins(config: Config) -> list[tuple[str, str]]:
-    """Every problem in the plugin sections of a config (instance, `_rules_`, routes' maps)."""
-    from bastion.plugins.rules import resolve_rules
+def check_plugins(data: dict[str, Any] | Any) -> list[tuple[str, str]]:
+    """Every problem in the plugin sections of raw config data (instance, `_rules_`, routes' maps)."""
+    from bastion.plugins.rules import PluginSections, RoutePlugins, resolve_rules
 
+    if not isinstance(data, dict):  # a validated Config
+        try:
+            resolve_rules(data)
+        except RulesError as exc:
+            return exc.problems
+        return []
+    plugins = data.get("plugins") or {}
+    if not isinstance(plugins, dict):
+        return []  # the schema reports it
+    routes = []
+    for route in data.get("routes") or []:
+        if isinstance(route, dict) and isinstance(route.get("name"), str):
+            own = route.get("plugins") or {}
+            routes.append(RoutePlugins(route["name"], own if isinstance(own, dict) else {}))
     try:
-        resolve_rules(config)
+        resolve_rules(PluginSections(plugins, routes))
     except RulesError as exc:
         return exc.problems
     return []

@@ -47,7 +47,7 @@ def _validate(
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        problems.extend(problems_from(exc, model, path))
+        problems.extend(problems_from(exc, model, path, data=data))
         return None
 
 
@@ -60,24 +60,41 @@ def _names(value: Any, path: str, problems: list[tuple[str, str]]) -> list[str]:
     return value
 
 
-def resolve_rules(config: Config) -> dict[str, PluginRules]:
+@dataclass(frozen=True, slots=True)
+class RoutePlugins:
+    """What rule resolution needs of a route: its name and its own `plugins:` map."""
+
+    name: str
+    plugins: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class PluginSections:
+    """The parts of a config rule resolution reads (a Config, or raw data being validated)."""
+
+    plugins: dict[str, Any]
+    routes: list[RoutePlugins]
+
+
+def resolve_rules(config: Config | PluginSections) -> dict[str, PluginRules]:
     """Validate every plugin section; raise RulesError with every problem and its path."""
+    plugins, routes = config.plugins, config.routes
     problems: list[tuple[str, str]] = []
-    route_names = [r.name for r in config.routes]
-    used = list(config.plugins)
-    for route in config.routes:
+    route_names = [r.name for r in routes]
+    used = list(plugins)
+    for route in routes:
         used.extend(name for name in route.plugins if name not in used)
 
     resolved: dict[str, PluginRules] = {}
     for name in used:
         cls = PLUGINS.get(name)
         if cls is None:
-            where = [f"plugins.{name}"] if name in config.plugins else [
-                f"routes[{i}].plugins.{name}" for i, r in enumerate(config.routes) if name in r.plugins
+            where = [f"plugins.{name}"] if name in plugins else [
+                f"routes[{i}].plugins.{name}" for i, r in enumerate(routes) if name in r.plugins
             ]
             problems.extend((w, unknown_plugin(name)) for w in where)
             continue
-        raw = config.plugins.get(name) or {}
+        raw = plugins.get(name) or {}
         base = f"plugins.{name}"
         if not isinstance(raw, dict):
             problems.append((base, "must be a mapping of the plugin's fields"))
@@ -129,7 +146,7 @@ def resolve_rules(config: Config) -> dict[str, PluginRules]:
                         domain_owner[pattern] = at
                         if rules is not None and rule is not None:
                             rules.domain_rules[pattern] = rule
-        for i, route in enumerate(config.routes):
+        for i, route in enumerate(routes):
             if name not in route.plugins:
                 continue
             at = f"routes[{i}].plugins.{name}"
