@@ -110,11 +110,6 @@ def test_bad_path_is_a_value_error() -> None:
     assert issubclass(BadPath, ValueError)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the fast path skips escaping, so ASCII space/controls stay raw unless a '%' "
-    "is also present ('/a b' stays, '/a b%41' becomes '/a%20bA')",
-)
 @pytest.mark.parametrize(("raw", "normalized"), [("/a b", "/a%20b"), ("/x\x7f", "/x%7F")])
 def test_ascii_space_and_controls_are_percent_encoded_without_another_escape(
     raw: str, normalized: str

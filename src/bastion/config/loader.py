@@ -78,7 +78,7 @@ def _interpolate(
 def parse_yaml(text: str, source: str = "<config>") -> dict[str, Any]:
     """YAML text → a mapping, or a ConfigError that names the line."""
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source

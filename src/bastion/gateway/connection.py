@@ -31,9 +31,29 @@ class ClientConnection(asyncio.Protocol):
     """One client connection; see the module docstring."""
 
     __slots__ = (
-        "worker", "loop", "transport", "parser", "client_ip", "scheme", "trusted", "parsing",
-        "active", "queue", "url", "head_bytes", "header_count", "deadline", "phase", "paused",
-        "write_paused", "closed", "draining", "tunnel", "error", "in_head", "limits",
+        "active",
+        "client_ip",
+        "closed",
+        "deadline",
+        "draining",
+        "error",
+        "head_bytes",
+        "header_count",
+        "in_head",
+        "limits",
+        "loop",
+        "parser",
+        "parsing",
+        "paused",
+        "phase",
+        "queue",
+        "scheme",
+        "transport",
+        "trusted",
+        "tunnel",
+        "url",
+        "worker",
+        "write_paused",
     )
 
     def __init__(self, worker: Worker, scheme: str) -> None:
@@ -253,9 +273,7 @@ class ClientConnection(asyncio.Protocol):
         self.error = response
         self.in_head = False
         self.pause_reading()
-        if self.active is None:
-            self._send_error(response)
-        elif not self.active.started and self.active is self.parsing:
+        if self.active is None or (not self.active.started and self.active is self.parsing):
             self._send_error(response)
 
     def _send_error(self, response: Response) -> None:

@@ -19,23 +19,23 @@ class RequestContext:
     """
 
     __slots__ = (
+        "client_ip",
+        "consumer",
+        "headers",
+        "host",
+        "http_version",
+        "lookup",
         "method",
         "path",
         "query",
-        "host",
-        "headers",
-        "lookup",
-        "client_ip",
-        "scheme",
         "request_id",
+        "response_set",
         "route",
         "runtime",
-        "consumer",
-        "http_version",
-        "upstream_set",
-        "upstream_remove",
+        "scheme",
         "state",
-        "response_set",
+        "upstream_remove",
+        "upstream_set",
     )
 
     def __init__(
@@ -101,7 +101,7 @@ class RequestContext:
 class ResponseHead:
     """The upstream's status and headers, as `on_response` plugins see and may change them."""
 
-    __slots__ = ("status", "headers")
+    __slots__ = ("headers", "status")
 
     def __init__(self, status: int, headers: list[Header]) -> None:
         self.status = status

@@ -134,7 +134,7 @@ async def _proxy(
     for attempt in (0, 1):
         try:
             upstream = await pool.acquire()
-        except (OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError) as exc:
             worker.metrics.upstream_error(pool.name, "connect")
             reason = "timed out connecting" if isinstance(exc, asyncio.TimeoutError) else "refused the connection"
             ex.send_response(json_error(502, "upstream_unavailable", f"the upstream {reason}"))

@@ -38,7 +38,7 @@ EMPTY_CHAIN = Chain()
 class RouteRuntime:
     """A route as the hot path needs it."""
 
-    __slots__ = ("name", "pool", "max_body", "preserve_host", "chains", "default_chain")
+    __slots__ = ("chains", "default_chain", "max_body", "name", "pool", "preserve_host")
 
     def __init__(
         self, name: str, pool: UpstreamPool, max_body: int, preserve_host: bool,

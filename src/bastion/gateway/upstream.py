@@ -40,9 +40,23 @@ class UpstreamConnection(asyncio.Protocol):
     """One TCP (or TLS) connection to an upstream; see the module docstring."""
 
     __slots__ = (
-        "pool", "transport", "parser", "exchange", "head", "headers", "status", "reused",
-        "deadline", "idle_since", "open", "keep_alive", "got_bytes", "head_request",
-        "response_done", "tunnel", "paused",
+        "deadline",
+        "exchange",
+        "got_bytes",
+        "head",
+        "head_request",
+        "headers",
+        "idle_since",
+        "keep_alive",
+        "open",
+        "parser",
+        "paused",
+        "pool",
+        "response_done",
+        "reused",
+        "status",
+        "transport",
+        "tunnel",
     )
 
     def __init__(self, pool: UpstreamPool) -> None:

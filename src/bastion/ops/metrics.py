@@ -10,17 +10,13 @@ import bisect
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
-from prometheus_client.registry import Collector
-
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
 class Metrics:
     """One worker's counters."""
 
-    __slots__ = ("requests", "latency", "upstream_errors", "active_connections", "reloads")
+    __slots__ = ("active_connections", "latency", "reloads", "requests", "upstream_errors")
 
     def __init__(self) -> None:
         self.requests: dict[tuple[str, int], int] = {}
@@ -72,47 +68,50 @@ def merge(snapshots: Iterable[dict[str, Any]]) -> dict[str, Any]:
     return total.snapshot()
 
 
-class _SnapshotCollector(Collector):
-    def __init__(self, snapshot: dict[str, Any]) -> None:
-        self.snapshot = snapshot
-
-    def collect(self) -> Iterator[Any]:
-        snap = self.snapshot
-        requests = CounterMetricFamily(
-            "bastion_requests", "Requests answered, by route and status.", labels=["route", "status"]
-        )
-        for route, status, n in snap["requests"]:
-            requests.add_metric([route, str(status)], n)
-        yield requests
-        latency = HistogramMetricFamily(
-            "bastion_request_duration_seconds", "Time from request head to response end.", labels=["route"]
-        )
-        for route, row in snap["latency"].items():
-            cumulative, buckets = 0.0, []
-            for bound, count in zip([*map(str, BUCKETS), "+Inf"], row[:-1], strict=True):
-                cumulative += count
-                buckets.append((bound, cumulative))
-            latency.add_metric([route], buckets, sum_value=row[-1])
-        yield latency
-        errors = CounterMetricFamily(
-            "bastion_upstream_errors", "Upstream failures, by service and kind.", labels=["service", "kind"]
-        )
-        for service, kind, n in snap["upstream_errors"]:
-            errors.add_metric([service, kind], n)
-        yield errors
-        yield GaugeMetricFamily(
-            "bastion_active_connections", "Open client connections.", value=snap["active_connections"]
-        )
-        reloads = CounterMetricFamily(
-            "bastion_config_reloads", "Config reloads, by result.", labels=["result"]
-        )
-        for result, n in snap["reloads"].items():
-            reloads.add_metric([result], n)
-        yield reloads
-
-
 def render(snapshot: dict[str, Any]) -> bytes:
-    """The Prometheus text exposition of a snapshot."""
+    """The Prometheus text exposition of a snapshot (prometheus-client is loaded only here: the
+    data path of a worker never needs it)."""
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.registry import Collector
+
+    class SnapshotCollector(Collector):
+        def collect(self) -> Iterator[Any]:
+            return _families(snapshot)
+
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_SnapshotCollector(snapshot))
+    registry.register(SnapshotCollector())
     return generate_latest(registry)
+
+
+def _families(snap: dict[str, Any]) -> Iterator[Any]:
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
+    requests = CounterMetricFamily(
+        "bastion_requests", "Requests answered, by route and status.", labels=["route", "status"]
+    )
+    for route, status, n in snap["requests"]:
+        requests.add_metric([route, str(status)], n)
+    yield requests
+    latency = HistogramMetricFamily(
+        "bastion_request_duration_seconds", "Time from request head to response end.", labels=["route"]
+    )
+    for route, row in snap["latency"].items():
+        cumulative, buckets = 0.0, []
+        for bound, count in zip([*map(str, BUCKETS), "+Inf"], row[:-1], strict=True):
+            cumulative += count
+            buckets.append((bound, cumulative))
+        latency.add_metric([route], buckets, sum_value=row[-1])
+    yield latency
+    errors = CounterMetricFamily(
+        "bastion_upstream_errors", "Upstream failures, by service and kind.", labels=["service", "kind"]
+    )
+    for service, kind, n in snap["upstream_errors"]:
+        errors.add_metric([service, kind], n)
+    yield errors
+    yield GaugeMetricFamily(
+        "bastion_active_connections", "Open client connections.", value=snap["active_connections"]
+    )
+    reloads = CounterMetricFamily("bastion_config_reloads", "Config reloads, by result.", labels=["result"])
+    for result, n in snap["reloads"].items():
+        reloads.add_metric([result], n)
+    yield reloads
