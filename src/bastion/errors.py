@@ -1,8 +1,8 @@
 """The exception tree every Bastion module raises from.
 
-    BastionError
-    ├── ConfigError        a config file or option is invalid; carries every problem with its path
-    └── UpstreamError      an upstream could not be reached or did not answer in time
+BastionError
+├── ConfigError        a config file or option is invalid; carries every problem with its path
+└── UpstreamError      an upstream could not be reached or did not answer in time
 """
 
 from __future__ import annotations
@@ -20,7 +20,9 @@ class ConfigError(BastionError):
         super().__init__(self.render())
 
     def render(self) -> str:
-        return "\n".join(f"{path}: {message}" if path else message for path, message in self.problems)
+        return "\n".join(
+            f"{path}: {message}" if path else message for path, message in self.problems
+        )
 
 
 class UpstreamError(BastionError):

@@ -240,6 +240,22 @@ def test_a_route_that_could_never_match_is_refused(second: str, shadowed: bool) 
     ]
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: the shadowed-route check compares raw domains lower-cased only, so "
+    "'example.com.' and 'example.com' (the same host once canonical) are not a tie",
+)
+def test_a_route_shadowed_through_a_differently_spelled_domain_is_refused() -> None:
+    text = SERVICES + (
+        "routes:\n"
+        "  - {name: a, domains: [example.com], path: /x, service: backend}\n"
+        "  - {name: b, domains: ['Example.com.'], path: /x, service: backend}\n"
+    )
+    assert problems(text) == [
+        ("routes[1]", "same domains, path and path_type as routes[0]: it could never match")
+    ]
+
+
 @pytest.mark.parametrize("path_type", ["prefix", "exact"])
 def test_prefix_and_exact_paths_must_start_with_a_slash(path_type: str) -> None:
     assert problems(route(path="api", path_type=path_type)) == [

@@ -28,7 +28,9 @@ GatewayFactory = Callable[..., AbstractContextManager[Gateway]]
 def start_gateway(tmp_path: Path, upstream_port: int) -> GatewayFactory:
     """`with start_gateway(**config_overrides) as gw:` runs `bastion run` before the upstream."""
 
-    def factory(*args: str, env: dict[str, str] | None = None, **overrides: object) -> AbstractContextManager[Gateway]:
+    def factory(
+        *args: str, env: dict[str, str] | None = None, **overrides: object
+    ) -> AbstractContextManager[Gateway]:
         config = gateway_config(upstream_port, free_port(), **overrides)
         return run_gateway(tmp_path, config, *args, env=env)
 

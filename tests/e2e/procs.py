@@ -24,7 +24,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_for_port(port: int, proc: subprocess.Popen[bytes] | None = None, timeout: float = 20) -> None:
+def wait_for_port(
+    port: int, proc: subprocess.Popen[bytes] | None = None, timeout: float = 20
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
@@ -119,7 +121,9 @@ def run_gateway(
             if admin_port:
                 wait_for_port(admin_port, proc)
         except (RuntimeError, TimeoutError) as exc:
-            raise RuntimeError(f"{exc}\n--- gateway log ---\n{log_path.read_text(errors='replace')}") from None
+            raise RuntimeError(
+                f"{exc}\n--- gateway log ---\n{log_path.read_text(errors='replace')}"
+            ) from None
         yield gateway
     finally:
         stop(proc)

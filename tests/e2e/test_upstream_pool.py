@@ -1,4 +1,4 @@
-"""Upstream keep-alive pooling: a stale pooled connection is retried once, for idempotent requests."""
+"""Upstream keep-alive pooling: a stale pooled connection is retried once (idempotent only)."""
 
 from __future__ import annotations
 

@@ -76,7 +76,9 @@ def create_app(controller: Controller, token: str) -> ASGIApp:
 
     @app.get("/metrics", response_class=Response)
     async def metrics() -> Response:
-        return Response(render(controller.metrics_snapshot()), media_type="text/plain; version=0.0.4")
+        return Response(
+            render(controller.metrics_snapshot()), media_type="text/plain; version=0.0.4"
+        )
 
     @app.post("/reload", response_model=Status, responses={400: {"model": InvalidConfig}})
     async def reload() -> Any:
@@ -98,8 +100,15 @@ class _EmbeddedServer(uvicorn.Server):
 
 def admin_server(app: ASGIApp, host: str, port: int) -> _EmbeddedServer:
     config = uvicorn.Config(
-        app, host=host, port=port, log_level="warning", access_log=False, lifespan="off",
-        loop="none", http="h11", ws="none",
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        loop="none",
+        http="h11",
+        ws="none",
     )
     return _EmbeddedServer(config)
 

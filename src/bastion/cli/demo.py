@@ -35,19 +35,39 @@ def demo_config(port: int, upstream_port: int, folder: Path) -> dict[str, object
         "store": f"sqlite:///{folder.resolve() / 'bastion.db'}",
         "services": [{"name": "demo-upstream", "url": f"http://127.0.0.1:{upstream_port}"}],
         "routes": [
-            {"name": "hello", "path": "/hello", "service": "demo-upstream",
-             "plugins": {"headers": {"request": {"set": {"X-Demo": "set-by-bastion"}},
-                                     "response": {"set": {"X-Gateway": "bastion"}}}}},
+            {
+                "name": "hello",
+                "path": "/hello",
+                "service": "demo-upstream",
+                "plugins": {
+                    "headers": {
+                        "request": {"set": {"X-Demo": "set-by-bastion"}},
+                        "response": {"set": {"X-Gateway": "bastion"}},
+                    }
+                },
+            },
             {"name": "everything-else", "path": "/", "service": "demo-upstream"},
         ],
     }
 
 
 @click.command()
-@click.option("--port", "-p", type=click.IntRange(1, 65535), default=8080, show_default=True,
-              help="Port of the demo gateway on 127.0.0.1.")
-@click.option("--dir", "folder", type=click.Path(path_type=Path, file_okay=False), default=DEMO_DIR,
-              show_default=True, help="Folder for the demo's config and SQLite store.")
+@click.option(
+    "--port",
+    "-p",
+    type=click.IntRange(1, 65535),
+    default=8080,
+    show_default=True,
+    help="Port of the demo gateway on 127.0.0.1.",
+)
+@click.option(
+    "--dir",
+    "folder",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=DEMO_DIR,
+    show_default=True,
+    help="Folder for the demo's config and SQLite store.",
+)
 def demo(port: int, folder: Path) -> None:
     """Start a ready-to-try gateway with a built-in demo upstream and print what to try."""
     from bastion.config.loader import load_config
@@ -58,7 +78,9 @@ def demo(port: int, folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     upstream_port = _free_port()
     config_path = (folder / "bastion.yaml").resolve()
-    config_path.write_text(yaml.safe_dump(demo_config(port, upstream_port, folder), sort_keys=False))
+    config_path.write_text(
+        yaml.safe_dump(demo_config(port, upstream_port, folder), sort_keys=False)
+    )
     upstream = subprocess.Popen(
         [sys.executable, "-m", "bastion.demo.upstream", "--port", str(upstream_port)],
         stdin=subprocess.DEVNULL,
@@ -75,9 +97,9 @@ def demo(port: int, folder: Path) -> None:
         click.echo(
             f"Bastion demo on {base} (config: {config_path})\n"
             "Try:\n"
-            f"  curl -i {base}/hello          # a route with the headers plugin (see X-Demo, X-Gateway)\n"
-            f"  curl -i {base}/anything?x=1   # the catch-all route to the demo upstream\n"
-            f"  curl -i {base}/healthz        # health\n"
+            f"  curl -i {base}/hello         # the headers plugin: see X-Demo, X-Gateway\n"
+            f"  curl -i {base}/anything?x=1  # the catch-all route to the demo upstream\n"
+            f"  curl -i {base}/healthz       # health\n"
             "Stop with Ctrl-C.",
             err=True,
         )

@@ -13,7 +13,11 @@ from bastion.config.model import Config
 from bastion.errors import ConfigError
 
 CONFIG_OPTION = click.option(
-    "-c", "--config", "config_path", required=True, type=click.Path(path_type=Path, dir_okay=False),
+    "-c",
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(path_type=Path, dir_okay=False),
     help="The YAML config file.",
 )
 
@@ -43,13 +47,21 @@ def check_config(path: Path) -> Config:
 def validate(config_path: Path) -> None:
     """Check a config file: every error with its field path; exit 1 on error."""
     config = check_config(config_path)
-    click.echo(f"{config_path}: valid ({len(config.services)} services, {len(config.routes)} routes)")
+    click.echo(
+        f"{config_path}: valid ({len(config.services)} services, {len(config.routes)} routes)"
+    )
 
 
 @click.command()
 @CONFIG_OPTION
-@click.option("--workers", "-w", type=click.IntRange(1, 64), default=1, show_default=True,
-              help="Processes sharing the port (SO_REUSEPORT).")
+@click.option(
+    "--workers",
+    "-w",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Processes sharing the port (SO_REUSEPORT).",
+)
 def run(config_path: Path, workers: int) -> None:
     """Serve the gateway until SIGTERM or SIGINT; SIGHUP reloads the file."""
     from bastion.gateway.server import serve

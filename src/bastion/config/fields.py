@@ -45,7 +45,9 @@ def check_domain_pattern(value: str) -> str:
     name = (text[2:] if wildcard else text).rstrip(".")  # a trailing dot: the same host
     text = "*." + name if wildcard else name
     if "*" in name:
-        raise ValueError(f"{value!r}: a wildcard is allowed only as a leading '*.' (like *.example.com)")
+        raise ValueError(
+            f"{value!r}: a wildcard is allowed only as a leading '*.' (like *.example.com)"
+        )
     try:
         address = ipaddress.ip_address(name.strip("[]"))
     except ValueError:

@@ -33,7 +33,10 @@ def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: b
             duplicate = key in seen
         except TypeError:
             raise yaml.constructor.ConstructorError(
-                None, None, "a mapping key must be a plain value, not a list or mapping", key_node.start_mark
+                None,
+                None,
+                "a mapping key must be a plain value, not a list or mapping",
+                key_node.start_mark,
             ) from None
         if duplicate:
             raise yaml.constructor.ConstructorError(
@@ -155,12 +158,23 @@ def cross_checks(data: dict[str, Any]) -> list[tuple[str, str]]:
             hint = suggest(service, services)
             problems.append((f"routes[{i}].service", f"unknown service {service!r}{hint}"))
         domains, path = route.get("domains") or [], route.get("path", "/")
-        if isinstance(domains, list) and all(isinstance(d, str) for d in domains) and isinstance(path, str):
-            specs.append(RouteSpec([d.lower() for d in domains], path, str(route.get("path_type", "prefix")), i))
+        if (
+            isinstance(domains, list)
+            and all(isinstance(d, str) for d in domains)
+            and isinstance(path, str)
+        ):
+            specs.append(
+                RouteSpec(
+                    [d.lower() for d in domains], path, str(route.get("path_type", "prefix")), i
+                )
+            )
     for first, later in shadowed_routes(specs):
         problems.append(
-            (f"routes[{specs[later].value}]",
-             f"same domains, path and path_type as routes[{specs[first].value}]: it could never match")
+            (
+                f"routes[{specs[later].value}]",
+                f"same domains, path and path_type as routes[{specs[first].value}]: "
+                "it could never match",
+            )
         )
     problems.extend(check_plugins(data))
     return problems

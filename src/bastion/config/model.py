@@ -84,7 +84,9 @@ class Service(Model):
         default=60, description="Seconds to wait for the response head or between body reads → 504."
     )
     idle_timeout: Seconds = Field(default=60, description="Idle pooled connections close after it.")
-    max_idle: int = Field(default=256, ge=0, description="Idle keep-alive connections kept per worker.")
+    max_idle: int = Field(
+        default=256, ge=0, description="Idle keep-alive connections kept per worker."
+    )
     tls_verify: bool = Field(default=True, description="Verify the upstream's certificate (https).")
 
     _check = field_validator("name")(classmethod(lambda cls, v: _check_name(v)))
@@ -116,7 +118,9 @@ class Route(Model):
         default=False, description="Send the client's Host upstream instead of the service's."
     )
     limits: RouteLimits | None = None
-    plugins: dict[str, Any] = Field(default_factory=dict, description="Same as a _match_route_ rule.")
+    plugins: dict[str, Any] = Field(
+        default_factory=dict, description="Same as a _match_route_ rule."
+    )
 
     _check = field_validator("name")(classmethod(lambda cls, v: _check_name(v)))
 

@@ -122,9 +122,7 @@ class ClientConnection(asyncio.Protocol):
 
     def eof_received(self) -> bool | None:
         # a half-closed client may still read the response it is waiting for
-        if self.active is not None and self.active.body_done:
-            return True
-        return False
+        return self.active is not None and self.active.body_done
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -150,7 +148,7 @@ class ClientConnection(asyncio.Protocol):
         if ex is not None and ex.upstream is not None:
             ex.upstream.resume_reading()
 
-    # --- llhttp callbacks ------------------------------------------------------------------------
+    # --- llhttp callbacks
     def on_message_begin(self) -> None:
         self.parsing = Exchange(self)
         self.url = b""
@@ -169,7 +167,9 @@ class ClientConnection(asyncio.Protocol):
             return  # chunked trailers are not forwarded
         self.header_count += 1
         if self.header_count > self.limits.max_header_count:
-            self._framing_error(json_error(431, "headers_too_large", "too many headers", close=True))
+            self._framing_error(
+                json_error(431, "headers_too_large", "too many headers", close=True)
+            )
             raise _Stop
         ex.headers.append((name, value))
 
@@ -216,7 +216,7 @@ class ClientConnection(asyncio.Protocol):
         if ex is self.active and self.phase == BODY:
             self.phase, self.deadline = BUSY, 0.0
 
-    # --- driving exchanges -----------------------------------------------------------------------
+    # --- driving exchanges
     def _start(self, ex: Exchange) -> None:
         self.active = ex
         self.worker.start_exchange(ex)
@@ -255,7 +255,7 @@ class ClientConnection(asyncio.Protocol):
                 self.abort()
         raise _Stop
 
-    # --- helpers ---------------------------------------------------------------------------------
+    # --- helpers
     def _idle(self) -> None:
         self.phase = IDLE
         self.deadline = self.loop.time() + self.limits.keepalive_timeout

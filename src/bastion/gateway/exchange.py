@@ -24,8 +24,17 @@ _BUFFER_LIMIT = 256 * 1024  # request body bytes held while no upstream is conne
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 #: response headers the gateway never relays (hop-by-hop, RFC 9110 §7.6.1; framing is rebuilt)
 _RESPONSE_DROPPED = frozenset(
-    {b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding",
-     b"upgrade", b"content-length", b"x-request-id"}
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"content-length",
+        b"x-request-id",
+    }
 )
 
 
@@ -146,7 +155,12 @@ class Exchange:
 
     def want_body(self) -> None:
         """Tell a client that sent `Expect: 100-continue` to go on (RFC 9110 §10.1.1)."""
-        if self.expect_continue and not self.continue_sent and not self.body_done and not self.started:
+        if (
+            self.expect_continue
+            and not self.continue_sent
+            and not self.body_done
+            and not self.started
+        ):
             self.continue_sent = True
             self.conn.write(_CONTINUE)
 
@@ -172,7 +186,7 @@ class Exchange:
         self.sink = None
         self.upstream = None
 
-    # --- backpressure ----------------------------------------------------------------------------
+    # --- backpressure
     def pause_client_reading(self) -> None:
         self.conn.pause_reading()
 
@@ -181,7 +195,12 @@ class Exchange:
 
     # --- response, to the client -----------------------------------------------------------------
     def write_head(
-        self, status: int, headers: list[Header], *, length: int | None, extra: bytes = b"",
+        self,
+        status: int,
+        headers: list[Header],
+        *,
+        length: int | None,
+        extra: bytes = b"",
         body: bytes = b"",
     ) -> None:
         """Write the response head; framing is decided here from `length` and the request."""
@@ -243,7 +262,9 @@ class Exchange:
         if response.close or not self.body_done:
             # an unread request body cannot be skipped safely: close after answering
             self.closing = True
-        self.write_head(response.status, response.headers, length=len(response.body), body=response.body)
+        self.write_head(
+            response.status, response.headers, length=len(response.body), body=response.body
+        )
 
     def upstream_body(self, chunk: bytes) -> None:
         if not self.started:
@@ -273,7 +294,7 @@ class Exchange:
         if self.done is not None and not self.done.done():
             self.done.set_result(clean)
 
-    # --- upgrade tunnel (WebSocket) ------------------------------------------------------------
+    # --- upgrade tunnel (WebSocket)
     def tunnel_from_upstream(self, data: bytes) -> None:
         if not self.started:  # bytes right behind the 101 wait for its head to be written
             if self.early is None:

@@ -19,12 +19,27 @@ if TYPE_CHECKING:
 Header = tuple[bytes, bytes]
 
 HOP_BY_HOP = frozenset(
-    {b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding", b"upgrade"}
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    }
 )
 #: rebuilt by the gateway, never copied from the client
 REBUILT = frozenset(
-    {b"content-length", b"expect", b"host", b"x-forwarded-for", b"x-forwarded-proto",
-     b"x-forwarded-host", b"x-request-id"}
+    {
+        b"content-length",
+        b"expect",
+        b"host",
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"x-forwarded-host",
+        b"x-request-id",
+    }
 )
 DROPPED = HOP_BY_HOP | REBUILT
 #: identity headers only the gateway sets (SPEC §10); plugins may add names at config load
@@ -80,8 +95,10 @@ def upstream_head(
         low = name.lower()
         if low in DROPPED or low in drop_extra:
             continue
-        if low.startswith(identity_prefixes) or low in identity_names or (
-            b"_" in low and is_identity(low, identity_names, identity_prefixes)
+        if (
+            low.startswith(identity_prefixes)
+            or low in identity_names
+            or (b"_" in low and is_identity(low, identity_names, identity_prefixes))
         ):
             continue
         if edits_set is not None and low in edits_set:
@@ -94,7 +111,11 @@ def upstream_head(
     out += (b"Host: ", host, b"\r\n")
     client_ip = ctx.client_ip.encode()
     forwarded_for = lookup.get(b"x-forwarded-for")
-    out += (b"X-Forwarded-For: ", forwarded_for + b", " + client_ip if forwarded_for else client_ip, b"\r\n")
+    out += (
+        b"X-Forwarded-For: ",
+        forwarded_for + b", " + client_ip if forwarded_for else client_ip,
+        b"\r\n",
+    )
     proto = lookup.get(b"x-forwarded-proto") if trusted_peer else None
     out += (b"X-Forwarded-Proto: ", proto or ctx.scheme.encode(), b"\r\n")
     fwd_host = lookup.get(b"x-forwarded-host") if trusted_peer else None

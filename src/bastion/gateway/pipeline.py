@@ -1,6 +1,6 @@
 """The one straight line a request walks (DESIGN.md "The one idea").
 
-    health → target → normalize → route → plugin chain → proxy upstream → response chain → client
+health → target → normalize → route → plugin chain → proxy upstream → response chain → client
 """
 
 from __future__ import annotations
@@ -87,8 +87,16 @@ async def _handle(worker: Worker, runtime: Runtime, ex: Exchange) -> None:
         ex.send_response(json_error(413, "request_too_large", close=True))
         return
     ctx = RequestContext(
-        ex.method, path, raw_query.decode("latin-1"), host, ex.headers, ex.lookup,
-        ex.conn.client_ip, ex.conn.scheme, ex.request_id, ex.http_version,
+        ex.method,
+        path,
+        raw_query.decode("latin-1"),
+        host,
+        ex.headers,
+        ex.lookup,
+        ex.conn.client_ip,
+        ex.conn.scheme,
+        ex.request_id,
+        ex.http_version,
     )
     ctx.route = route
     ctx.runtime = runtime
@@ -126,9 +134,15 @@ async def _proxy(
     else:
         framing = b""
     head = upstream_head(
-        ctx, pool, raw_query, framing=framing, preserve_host=route.preserve_host,
-        trusted_peer=ex.conn.trusted, upgrade=ex.upgrade,
-        identity_names=runtime.identity_names, identity_prefixes=runtime.identity_prefixes,
+        ctx,
+        pool,
+        raw_query,
+        framing=framing,
+        preserve_host=route.preserve_host,
+        trusted_peer=ex.conn.trusted,
+        upgrade=ex.upgrade,
+        identity_names=runtime.identity_names,
+        identity_prefixes=runtime.identity_prefixes,
     )
     loop = worker.loop
     for attempt in (0, 1):
@@ -136,7 +150,11 @@ async def _proxy(
             upstream = await pool.acquire()
         except (TimeoutError, OSError) as exc:
             worker.metrics.upstream_error(pool.name, "connect")
-            reason = "timed out connecting" if isinstance(exc, asyncio.TimeoutError) else "refused the connection"
+            reason = (
+                "timed out connecting"
+                if isinstance(exc, asyncio.TimeoutError)
+                else "refused the connection"
+            )
             ex.send_response(json_error(502, "upstream_unavailable", f"the upstream {reason}"))
             return
         if ex.conn.closed:
@@ -151,14 +169,20 @@ async def _proxy(
         except UpstreamTimeout:
             ex.detach()
             worker.metrics.upstream_error(pool.name, "timeout")
-            ex.send_response(json_error(504, "upstream_timeout", "the upstream did not answer in time"))
+            ex.send_response(
+                json_error(504, "upstream_timeout", "the upstream did not answer in time")
+            )
             return
         except UpstreamClosed as exc:
             ex.detach()
             upstream.close()
             retry = (
-                attempt == 0 and upstream.reused and exc.sent_nothing_back
-                and ex.body_sent == 0 and ex.method in IDEMPOTENT and not ex.conn.closed
+                attempt == 0
+                and upstream.reused
+                and exc.sent_nothing_back
+                and ex.body_sent == 0
+                and ex.method in IDEMPOTENT
+                and not ex.conn.closed
             )
             if retry:
                 continue
@@ -187,7 +211,10 @@ async def _proxy(
         ex.closing = True  # the client parser stopped at the Upgrade head: this connection ends
     length = _content_length(headers)
     ex.response_until_close = (
-        length is None and not _is_chunked(headers) and status not in (204, 304) and status >= 200
+        length is None
+        and not _is_chunked(headers)
+        and status not in (204, 304)
+        and status >= 200
         and ex.method != "HEAD"
     )
     ex.write_head(response.status, response.headers, length=length)

@@ -83,7 +83,7 @@ def _remove_dot_segments(path: str) -> str:
 
 
 def host_of(value: str) -> str:
-    """Host header → lower-case name without port or trailing dot (`Api.Test.com:80` → `api.test.com`)."""
+    """Host header → lower-case name, no port, no trailing dot (`Api.Test.com:80` → `api.test.com`)."""
     host = value.strip().lower()
     if host.startswith("["):
         end = host.find("]")
@@ -180,7 +180,9 @@ class RouteMatcher(Generic[T]):
                 else:
                     group.prefix.append((spec.path, spec.value))
         for group in groups.values():
-            group.prefix.sort(key=lambda item: len(item[0]), reverse=True)  # stable: ties keep order
+            group.prefix.sort(
+                key=lambda item: len(item[0]), reverse=True
+            )  # stable: ties keep order
         self._any = groups.pop(None, None)
         self._hosts: DomainTable[_PathGroup[T]] = DomainTable(
             [(d, g) for d, g in groups.items() if d is not None]
@@ -196,7 +198,7 @@ class RouteMatcher(Generic[T]):
 
 
 def shadowed_routes(specs: Sequence[RouteSpec[T]]) -> list[tuple[int, int]]:
-    """Pairs (i, j): route j has the same domain, path and type as an earlier route i (never used)."""
+    """Pairs (i, j): route j has the same domain, path and type as an earlier route i."""
     seen: dict[tuple[str | None, str, str], int] = {}
     pairs: list[tuple[int, int]] = []
     for j, spec in enumerate(specs):

@@ -41,8 +41,13 @@ class RouteRuntime:
     __slots__ = ("chains", "default_chain", "max_body", "name", "pool", "preserve_host")
 
     def __init__(
-        self, name: str, pool: UpstreamPool, max_body: int, preserve_host: bool,
-        chains: DomainTable[Chain] | None, default_chain: Chain,
+        self,
+        name: str,
+        pool: UpstreamPool,
+        max_body: int,
+        preserve_host: bool,
+        chains: DomainTable[Chain] | None,
+        default_chain: Chain,
     ) -> None:
         self.name = name
         self.pool = pool
@@ -62,7 +67,10 @@ class Runtime:
     """One config, compiled; immutable while it serves (only its in-flight count moves)."""
 
     def __init__(
-        self, config: Config, router: RouteMatcher[RouteRuntime], pools: dict[str, UpstreamPool],
+        self,
+        config: Config,
+        router: RouteMatcher[RouteRuntime],
+        pools: dict[str, UpstreamPool],
         plugins: list[Plugin],
     ) -> None:
         self.config = config
@@ -72,7 +80,12 @@ class Runtime:
         self.plugins = plugins
         prefix = config.health.path_prefix
         self.health_paths: dict[str, str] = (
-            {} if prefix is None else {prefix.rstrip("/") + "/healthz": "healthz", prefix.rstrip("/") + "/readyz": "readyz"}
+            {}
+            if prefix is None
+            else {
+                prefix.rstrip("/") + "/healthz": "healthz",
+                prefix.rstrip("/") + "/readyz": "readyz",
+            }
         )
         self.trusted = [ipaddress.ip_network(p, strict=False) for p in config.trusted_proxies]
         self.identity_names = IDENTITY_NAMES
@@ -121,7 +134,8 @@ class Runtime:
 def _chain(steps: list[tuple[int, str, Step]]) -> Chain:
     ordered = [step for _, _, step in sorted(steps, key=lambda item: (-item[0], item[1]))]
     return Chain(
-        tuple(s for s in ordered if s.handles_request), tuple(s for s in ordered if s.handles_response)
+        tuple(s for s in ordered if s.handles_request),
+        tuple(s for s in ordered if s.handles_response),
     )
 
 
@@ -130,7 +144,9 @@ def _route_chains(
 ) -> tuple[DomainTable[Chain] | None, Chain]:
     """The route's chain for each class of hosts (see plugins/rules.py for the precedence)."""
 
-    def step_for(rules: PluginRules, plugin: Plugin, steps: dict[int, Step | None], host_rule: object) -> Step | None:
+    def step_for(
+        rules: PluginRules, plugin: Plugin, steps: dict[int, Step | None], host_rule: object
+    ) -> Step | None:
         rule = rules.route_rules.get(route_name)
         if rule is None:
             rule = host_rule
@@ -154,7 +170,14 @@ def _route_chains(
                 steps.append((plugin.PRIORITY, name, step))
         return _chain(steps)
 
-    patterns = sorted({p for rules, _, _ in bound.values() if route_name not in rules.route_rules for p in rules.domain_rules})
+    patterns = sorted(
+        {
+            p
+            for rules, _, _ in bound.values()
+            if route_name not in rules.route_rules
+            for p in rules.domain_rules
+        }
+    )
     default = chain_for(None)
     if not patterns:
         return None, default
@@ -182,11 +205,20 @@ async def build_runtime(
         routes: list[RouteSpec[RouteRuntime]] = []
         for route in config.routes:
             chains, default = _route_chains(route.name, bound)
-            max_body = route.limits.max_request_body if route.limits else config.limits.max_request_body
-            runtime_route = RouteRuntime(route.name, pools[route.service], max_body, route.preserve_host, chains, default)
+            max_body = (
+                route.limits.max_request_body if route.limits else config.limits.max_request_body
+            )
+            runtime_route = RouteRuntime(
+                route.name, pools[route.service], max_body, route.preserve_host, chains, default
+            )
             routes.append(RouteSpec(route.domains, route.path, route.path_type, runtime_route))
     except ConfigError as exc:
         for plugin in plugins:
             await plugin.aclose()
-        raise ConfigError([(f"plugins.{p}" if not p.startswith(("plugins", "routes")) else p, m) for p, m in exc.problems]) from None
+        raise ConfigError(
+            [
+                (f"plugins.{p}" if not p.startswith(("plugins", "routes")) else p, m)
+                for p, m in exc.problems
+            ]
+        ) from None
     return Runtime(config, RouteMatcher(routes), pools, plugins)

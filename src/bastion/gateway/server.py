@@ -78,7 +78,12 @@ class Worker:
     """One serving process: listeners, the current Runtime, connections, metrics, timers."""
 
     def __init__(
-        self, config_path: Path, config: Config, *, serve_admin: bool, reuse_port: bool,
+        self,
+        config_path: Path,
+        config: Config,
+        *,
+        serve_admin: bool,
+        reuse_port: bool,
         metrics_file: Path | None = None,
     ) -> None:
         self.config_path = config_path
@@ -97,7 +102,7 @@ class Worker:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._reload_lock = asyncio.Lock()
 
-    # --- life cycle ------------------------------------------------------------------------------
+    # --- life cycle
     async def start(self) -> None:
         self.runtime = await build_runtime(self.config, self.loop)
         context = tls_context(self.config)
@@ -153,7 +158,7 @@ class Worker:
         LOG.flush()
         self.stopped.set()
 
-    # --- hooks for connections and the pipeline ---------------------------------------------------
+    # --- hooks for connections and the pipeline
     def connection_opened(self, conn: ClientConnection) -> None:
         self.connections.add(conn)
         self.metrics.active_connections += 1
@@ -197,7 +202,7 @@ class Worker:
             }
         )
 
-    # --- admin controller ---------------------------------------------------------------------------
+    # --- admin controller
     def is_ready(self) -> bool:
         return not self.draining and self.runtime is not None
 
@@ -223,7 +228,7 @@ class Worker:
             LOG.info("config reloaded", routes=len(config.routes))
             return []
 
-    # --- timers -------------------------------------------------------------------------------------
+    # --- timers
     async def _sweeper(self) -> None:
         last_snapshot = 0.0
         while True:
@@ -255,16 +260,27 @@ class Worker:
                 await self.reload()
 
 
-def run_worker(config_path: Path, config: Config, *, serve_admin: bool, reuse_port: bool,
-               metrics_file: Path | None = None) -> int:
+def run_worker(
+    config_path: Path,
+    config: Config,
+    *,
+    serve_admin: bool,
+    reuse_port: bool,
+    metrics_file: Path | None = None,
+) -> int:
     """Serve until SIGTERM/SIGINT has drained every connection; the process exit code."""
     uvloop.install()
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
 
     async def main() -> int:
-        worker = Worker(config_path, config, serve_admin=serve_admin, reuse_port=reuse_port,
-                        metrics_file=metrics_file)
+        worker = Worker(
+            config_path,
+            config,
+            serve_admin=serve_admin,
+            reuse_port=reuse_port,
+            metrics_file=metrics_file,
+        )
         try:
             await worker.start()
         except ConfigError as exc:
@@ -298,8 +314,13 @@ class Supervisor:
 
     def _spawn(self, index: int) -> None:
         command = [
-            sys.executable, "-m", "bastion.gateway.worker_main", "--config", str(self.config_path),
-            "--metrics-file", str(self.metrics_dir / f"worker-{index}.json"),
+            sys.executable,
+            "-m",
+            "bastion.gateway.worker_main",
+            "--config",
+            str(self.config_path),
+            "--metrics-file",
+            str(self.metrics_dir / f"worker-{index}.json"),
         ]
         self.procs[index] = subprocess.Popen(command, stdin=subprocess.DEVNULL)
 

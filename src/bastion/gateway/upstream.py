@@ -102,7 +102,9 @@ class UpstreamConnection(asyncio.Protocol):
             if rest and self.exchange is not None:
                 self.exchange.tunnel_from_upstream(rest)
         except httptools.HttpParserError as exc:
-            self._fail(UpstreamClosed(f"invalid response from upstream: {exc}", sent_nothing_back=False))
+            self._fail(
+                UpstreamClosed(f"invalid response from upstream: {exc}", sent_nothing_back=False)
+            )
             self.close()
 
     def eof_received(self) -> bool | None:
@@ -138,7 +140,7 @@ class UpstreamConnection(asyncio.Protocol):
         if self.exchange is not None:
             self.exchange.resume_client_reading()
 
-    # --- llhttp callbacks ---------------------------------------------------------------------
+    # --- llhttp callbacks
     def on_header(self, name: bytes, value: bytes) -> None:
         if self.status == 0:  # trailers after a chunked body are dropped (they arrive later)
             self.headers.append((name, value))
@@ -170,8 +172,10 @@ class UpstreamConnection(asyncio.Protocol):
             return  # the end of an interim 1xx response, of a 101 (a tunnel follows), or of HEAD
         self._message_done()
 
-    # --- used by the exchange -----------------------------------------------------------------
-    def send(self, exchange: Exchange, head: bytes, head_request: bool) -> asyncio.Future[tuple[int, list[Header]]]:
+    # --- used by the exchange
+    def send(
+        self, exchange: Exchange, head: bytes, head_request: bool
+    ) -> asyncio.Future[tuple[int, list[Header]]]:
         """Send a request head; the returned future gets (status, headers) of the response."""
         assert self.transport is not None
         self.exchange = exchange
@@ -292,7 +296,9 @@ class UpstreamPool:
         if self.ssl is not None:
             kwargs = {"ssl": self.ssl, "server_hostname": self.host}
         _, conn = await asyncio.wait_for(
-            self.loop.create_connection(lambda: UpstreamConnection(self), self.host, self.port, **kwargs),
+            self.loop.create_connection(
+                lambda: UpstreamConnection(self), self.host, self.port, **kwargs
+            ),
             self.connect_timeout,
         )
         conn.reused = False

@@ -22,7 +22,9 @@ def main() -> int:
     except ConfigError as exc:
         LOG.error("invalid config", problems=[f"{p}: {m}" if p else m for p, m in exc.problems])
         return 1
-    return run_worker(args.config, config, serve_admin=False, reuse_port=True, metrics_file=args.metrics_file)
+    return run_worker(
+        args.config, config, serve_admin=False, reuse_port=True, metrics_file=args.metrics_file
+    )
 
 
 if __name__ == "__main__":

@@ -12,15 +12,25 @@ import orjson
 
 #: query parameters whose values never reach a log (SPEC §10)
 SECRET_PARAMS = frozenset(
-    {"client_secret", "password", "code", "refresh_token", "access_token", "id_token", "client_assertion"}
+    {
+        "client_secret",
+        "password",
+        "code",
+        "refresh_token",
+        "access_token",
+        "id_token",
+        "client_assertion",
+    }
 )
 REDACTED = "REDACTED"
-_FLUSH_DELAY = 0.05  # seconds: batch lines so a busy worker makes one write per batch, not per request
+_FLUSH_DELAY = (
+    0.05  # seconds: batch lines so a busy worker makes one write per batch, not per request
+)
 _FLUSH_SIZE = 64 * 1024
 
 
 def redact_query(query: str) -> str:
-    """`client_secret=abc&x=1` → `client_secret=REDACTED&x=1`, whatever the name's case or escapes."""
+    """`client_secret=abc&x=1` → `client_secret=REDACTED&x=1`, whatever the name's spelling."""
     if "=" not in query:
         return query
     parts = query.split("&")

@@ -10,7 +10,23 @@ import bisect
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
 
 
 class Metrics:
@@ -61,7 +77,9 @@ def merge(snapshots: Iterable[dict[str, Any]]) -> dict[str, Any]:
             for i, value in enumerate(row[: len(mine)]):
                 mine[i] += value
         for service, kind, n in snap.get("upstream_errors", []):
-            total.upstream_errors[(service, kind)] = total.upstream_errors.get((service, kind), 0) + n
+            total.upstream_errors[(service, kind)] = (
+                total.upstream_errors.get((service, kind), 0) + n
+            )
         total.active_connections += snap.get("active_connections", 0)
         for result, n in snap.get("reloads", {}).items():
             total.reloads[result] = total.reloads.get(result, 0) + n
@@ -93,7 +111,9 @@ def _families(snap: dict[str, Any]) -> Iterator[Any]:
         requests.add_metric([route, str(status)], n)
     yield requests
     latency = HistogramMetricFamily(
-        "bastion_request_duration_seconds", "Time from request head to response end.", labels=["route"]
+        "bastion_request_duration_seconds",
+        "Time from request head to response end.",
+        labels=["route"],
     )
     for route, row in snap["latency"].items():
         cumulative, buckets = 0.0, []
@@ -103,7 +123,9 @@ def _families(snap: dict[str, Any]) -> Iterator[Any]:
         latency.add_metric([route], buckets, sum_value=row[-1])
     yield latency
     errors = CounterMetricFamily(
-        "bastion_upstream_errors", "Upstream failures, by service and kind.", labels=["service", "kind"]
+        "bastion_upstream_errors",
+        "Upstream failures, by service and kind.",
+        labels=["service", "kind"],
     )
     for service, kind, n in snap["upstream_errors"]:
         errors.add_metric([service, kind], n)
@@ -111,7 +133,9 @@ def _families(snap: dict[str, Any]) -> Iterator[Any]:
     yield GaugeMetricFamily(
         "bastion_active_connections", "Open client connections.", value=snap["active_connections"]
     )
-    reloads = CounterMetricFamily("bastion_config_reloads", "Config reloads, by result.", labels=["result"])
+    reloads = CounterMetricFamily(
+        "bastion_config_reloads", "Config reloads, by result.", labels=["result"]
+    )
     for result, n in snap["reloads"].items():
         reloads.add_metric([result], n)
     yield reloads

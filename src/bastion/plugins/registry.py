@@ -20,7 +20,7 @@ def unknown_plugin(name: str) -> str:
 
 
 def check_plugins(data: dict[str, Any] | Any) -> list[tuple[str, str]]:
-    """Every problem in the plugin sections of raw config data (instance, `_rules_`, routes' maps)."""
+    """Every problem in the plugin sections of raw config data (instance, rules, routes' maps)."""
     from bastion.plugins.rules import PluginSections, RoutePlugins, resolve_rules
 
     if not isinstance(data, dict):  # a validated Config

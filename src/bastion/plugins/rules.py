@@ -89,9 +89,13 @@ def resolve_rules(config: Config | PluginSections) -> dict[str, PluginRules]:
     for name in used:
         cls = PLUGINS.get(name)
         if cls is None:
-            where = [f"plugins.{name}"] if name in plugins else [
-                f"routes[{i}].plugins.{name}" for i, r in enumerate(routes) if name in r.plugins
-            ]
+            where = (
+                [f"plugins.{name}"]
+                if name in plugins
+                else [
+                    f"routes[{i}].plugins.{name}" for i, r in enumerate(routes) if name in r.plugins
+                ]
+            )
             problems.extend((w, unknown_plugin(name)) for w in where)
             continue
         raw = plugins.get(name) or {}
@@ -116,24 +120,32 @@ def resolve_rules(config: Config | PluginSections) -> dict[str, PluginRules]:
                 continue
             has_route, has_domain = MATCH_ROUTE in entry, MATCH_DOMAIN in entry
             if has_route == has_domain:
-                problems.append((at, f"a rule needs exactly one of {MATCH_ROUTE} or {MATCH_DOMAIN}"))
+                problems.append(
+                    (at, f"a rule needs exactly one of {MATCH_ROUTE} or {MATCH_DOMAIN}")
+                )
                 continue
             body = {k: v for k, v in entry.items() if k not in (MATCH_ROUTE, MATCH_DOMAIN)}
             rule = _validate(cls.Rule, body, [at], problems)
             if has_route:
-                for j, route in enumerate(_names(entry[MATCH_ROUTE], f"{at}.{MATCH_ROUTE}", problems)):
+                for j, route in enumerate(
+                    _names(entry[MATCH_ROUTE], f"{at}.{MATCH_ROUTE}", problems)
+                ):
                     where = f"{at}.{MATCH_ROUTE}[{j}]"
                     if route not in route_names:
                         hint = suggest(route, route_names)
                         problems.append((where, f"unknown route {route!r}{hint}"))
                     elif route in route_owner:
-                        problems.append((where, f"route {route!r} is already matched by {route_owner[route]}"))
+                        problems.append(
+                            (where, f"route {route!r} is already matched by {route_owner[route]}")
+                        )
                     else:
                         route_owner[route] = at
                         if rules is not None and rule is not None:
                             rules.route_rules[route] = rule
             else:
-                for j, domain in enumerate(_names(entry[MATCH_DOMAIN], f"{at}.{MATCH_DOMAIN}", problems)):
+                for j, domain in enumerate(
+                    _names(entry[MATCH_DOMAIN], f"{at}.{MATCH_DOMAIN}", problems)
+                ):
                     where = f"{at}.{MATCH_DOMAIN}[{j}]"
                     try:
                         pattern = check_domain_pattern(domain)
@@ -141,7 +153,12 @@ def resolve_rules(config: Config | PluginSections) -> dict[str, PluginRules]:
                         problems.append((where, str(exc)))
                         continue
                     if pattern in domain_owner:
-                        problems.append((where, f"domain {pattern!r} is already matched by {domain_owner[pattern]}"))
+                        problems.append(
+                            (
+                                where,
+                                f"domain {pattern!r} is already matched by {domain_owner[pattern]}",
+                            )
+                        )
                     else:
                         domain_owner[pattern] = at
                         if rules is not None and rule is not None:
@@ -151,21 +168,27 @@ def resolve_rules(config: Config | PluginSections) -> dict[str, PluginRules]:
                 continue
             at = f"routes[{i}].plugins.{name}"
             if route.name in route_owner:
-                problems.append((at, f"route {route.name!r} is already matched by {route_owner[route.name]}"))
+                problems.append(
+                    (at, f"route {route.name!r} is already matched by {route_owner[route.name]}")
+                )
                 continue
             route_owner[route.name] = at
             rule = _validate(cls.Rule, route.plugins[name] or {}, [at], problems)
             if rules is not None and rule is not None:
                 rules.route_rules[route.name] = rule
         if rules is not None:
-            rules.instance_applies = _instance_applies(cls, raw, fields, bool(route_owner or domain_owner))
+            rules.instance_applies = _instance_applies(
+                cls, raw, fields, bool(route_owner or domain_owner)
+            )
             resolved[name] = rules
     if problems:
         raise RulesError(problems)
     return resolved
 
 
-def _instance_applies(cls: type[Plugin], raw: dict[str, Any], fields: dict[str, Any], has_rules: bool) -> bool:
+def _instance_applies(
+    cls: type[Plugin], raw: dict[str, Any], fields: dict[str, Any], has_rules: bool
+) -> bool:
     if cls.GLOBAL_AUTH:
         global_auth = raw.get("global_auth")
         if global_auth is None:

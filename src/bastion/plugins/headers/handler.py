@@ -18,7 +18,9 @@ class HeadersStep(Step):
         response_remove = {n.lower() for n in config.response.remove}
         response_remove.update(n.lower() for n in config.response.set)
         self.response_remove = frozenset(n.encode("latin-1") for n in response_remove)
-        self.response_set = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in config.response.set.items()]
+        self.response_set = [
+            (n.encode("latin-1"), v.encode("latin-1")) for n, v in config.response.set.items()
+        ]
 
     async def on_request(self, ctx: RequestContext) -> Response | None:
         for name in self.request_remove:
@@ -43,6 +45,8 @@ class HeadersPlugin(Plugin):
         config = rule if rule is not None else self.config
         assert isinstance(config, HeadersConfig)
         step = HeadersStep(config)
-        if not (step.request_set or step.request_remove or step.response_set or step.response_remove):
+        if not (
+            step.request_set or step.request_remove or step.response_set or step.response_remove
+        ):
             return None
         return step
