@@ -309,6 +309,7 @@ def busy_cores(seconds: float = 1.0) -> float:
 def main(argv: list[str] | None = None) -> int:
     opts = parse_args(argv)
     use_nginx, generator = choose_tools(opts)
+    source = report.source_digest()
     idle = busy_cores()
     if idle > BUSY_WARNING:
         log(f"bench: WARNING: the machine is already using {idle:.2f} cores; numbers will be noisy")
@@ -340,6 +341,7 @@ def main(argv: list[str] | None = None) -> int:
         generator=generator.name,
         started=started,
         busy_before=idle,
+        source_before=source,
     )
     path = save(opts, runs, info)
     log(f"bench: raw results in {path}")

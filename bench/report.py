@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import os
 import platform
@@ -68,6 +69,14 @@ def _nginx_version() -> str:
     )
 
 
+def source_digest() -> str:
+    """A digest of Bastion's source, to notice code that changed while the benchmark ran."""
+    digest = hashlib.sha256()
+    for path in sorted((ROOT / "src").rglob("*.py")):
+        digest.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
 def _wrk_version() -> str:
     text = _command_output(["wrk", "-v"])  # "wrk debian/4.1.0-3+b2 [epoll] Copyright ..."
     match = re.match(r"wrk (\S+ \[\w+\])", text)
@@ -81,6 +90,7 @@ def environment(
     generator: str,
     started: float,
     busy_before: float,
+    source_before: str,
 ) -> dict[str, object]:
     """Date, machine, versions and method of a run, stored with its raw results."""
     return {
@@ -108,6 +118,7 @@ def environment(
         "upstream": upstream,
         "generator": generator,
         "busy_cores_before": round(busy_before, 2),
+        "source_digest": {"start": source_before, "end": source_digest()},
     }
 
 
@@ -300,9 +311,15 @@ def headline(runs: list[Run]) -> list[str]:
     return lines
 
 
-def checks(runs: list[Run]) -> list[str]:
+def checks(runs: list[Run], info: dict[str, Any]) -> list[str]:
     """Automatic flags on runs whose numbers deserve less trust."""
     lines = []
+    digest = info.get("source_digest", {})
+    if digest.get("start") != digest.get("end"):
+        lines.append(
+            "- **Bastion's source (src/) changed while the benchmark ran**: rounds may "
+            "have measured different code; rerun."
+        )
     for run in sorted(runs, key=lambda r: (r["round"], r["scenario"])):
         m, where = run["measurement"], f"round {run['round'] + 1} {run['scenario']}"
         if not m:
@@ -418,7 +435,7 @@ def render(data: dict[str, Any]) -> str:
         "",
         "## Automatic checks",
         "",
-        *checks(runs),
+        *checks(runs, info),
         "",
     ]
     return "\n".join(out)

@@ -128,12 +128,6 @@ def test_bad_listen_address_is_one_problem() -> None:
     assert problems("listen: nonsense\n") == [("listen", "expected HOST:PORT, got 'nonsense'")]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: problems_from drops a union's 'wrong type' branch only when the precise error "
-    "is at the same path; here it is one level down (listen[1]), so "
-    "'listen: Input should be a valid string' stays",
-)
 def test_bad_listen_address_in_a_list_is_one_problem() -> None:
     assert problems("listen: [':80', bad]\n") == [("listen[1]", "expected HOST:PORT, got 'bad'")]
 
@@ -240,11 +234,6 @@ def test_a_route_that_could_never_match_is_refused(second: str, shadowed: bool) 
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the shadowed-route check compares raw domains lower-cased only, so "
-    "'example.com.' and 'example.com' (the same host once canonical) are not a tie",
-)
 def test_a_route_shadowed_through_a_differently_spelled_domain_is_refused() -> None:
     text = SERVICES + (
         "routes:\n"

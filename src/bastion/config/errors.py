@@ -108,7 +108,7 @@ def problems_from(
     precise = {tuple(loc) for loc, kind, _ in found if not kind.endswith("_type")}
     problems: list[tuple[str, str]] = []
     for loc, kind, message in found:
-        if kind.endswith("_type") and tuple(loc) in precise:
+        if kind.endswith("_type") and any(p[: len(loc)] == tuple(loc) for p in precise):
             continue
         item = (format_path([*prefix, *loc]), message)
         if item not in problems:

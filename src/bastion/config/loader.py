@@ -12,6 +12,7 @@ import yaml
 from pydantic import ValidationError
 
 from bastion.config.errors import format_path, problems_from, suggest
+from bastion.config.fields import check_domain_pattern
 from bastion.config.model import Config
 from bastion.errors import ConfigError
 
@@ -130,6 +131,13 @@ def _named(items: Any) -> list[tuple[int, dict[str, Any]]]:
     return [(i, item) for i, item in enumerate(items) if isinstance(item, dict)]
 
 
+def _canonical_domain(domain: str) -> str:
+    try:
+        return check_domain_pattern(domain)
+    except ValueError:
+        return domain.lower()  # the schema reports it
+
+
 def cross_checks(data: dict[str, Any]) -> list[tuple[str, str]]:
     """Rules that span several fields: unique names, known services, shadowed routes, plugins.
 
@@ -165,7 +173,10 @@ def cross_checks(data: dict[str, Any]) -> list[tuple[str, str]]:
         ):
             specs.append(
                 RouteSpec(
-                    [d.lower() for d in domains], path, str(route.get("path_type", "prefix")), i
+                    [_canonical_domain(d) for d in domains],
+                    path,
+                    str(route.get("path_type", "prefix")),
+                    i,
                 )
             )
     for first, later in shadowed_routes(specs):
