@@ -69,7 +69,7 @@ def test_auth_plugins_have_global_auth_in_their_instance_config(
 @pytest.mark.parametrize(("key", "cls"), REGISTERED, ids=IDS)
 def test_bind_returns_a_step_or_none(key: str, cls: type[Plugin]) -> None:
     plugin = build(cls)
-    for rule in (None, *_sample_rules(cls)):
+    for rule in (plugin.config, *_sample_rules(cls)):
         step = plugin.bind(rule)
         assert step is None or isinstance(step, Step), f"{key}: bind({rule!r}) -> {step!r}"
     asyncio.run(plugin.aclose())
@@ -90,7 +90,7 @@ def test_aclose_is_safe_after_a_failed_build(key: str, cls: type[Plugin]) -> Non
 @pytest.mark.parametrize(("key", "cls"), REGISTERED, ids=IDS)
 def test_steps_override_at_least_one_hook(key: str, cls: type[Plugin]) -> None:
     plugin = build(cls)
-    for rule in (None, *_sample_rules(cls)):
+    for rule in (plugin.config, *_sample_rules(cls)):
         step = plugin.bind(rule)
         if step is not None:
             assert step.handles_request or step.handles_response

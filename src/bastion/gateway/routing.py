@@ -83,7 +83,7 @@ def _remove_dot_segments(path: str) -> str:
 
 
 def host_of(value: str) -> str:
-    """Host header → lower-case name, no port, no trailing dot (`Api.Test.com:80` → `api.test.com`)."""
+    """Host header → lower-case name without port or trailing dot (`A.com:80` → `a.com`)."""
     host = value.strip().lower()
     if host.startswith("["):
         end = host.find("]")

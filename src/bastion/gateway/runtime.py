@@ -142,30 +142,17 @@ def _chain(steps: list[tuple[int, str, Step]]) -> Chain:
 def _route_chains(
     route_name: str, bound: dict[str, tuple[PluginRules, Plugin, dict[int, Step | None]]]
 ) -> tuple[DomainTable[Chain] | None, Chain]:
-    """The route's chain for each class of hosts (see plugins/rules.py for the precedence)."""
+    """The route's chain for each class of hosts (plugins/rules.py says which config wins)."""
 
-    def step_for(
-        rules: PluginRules, plugin: Plugin, steps: dict[int, Step | None], host_rule: object
-    ) -> Step | None:
-        rule = rules.route_rules.get(route_name)
-        if rule is None:
-            rule = host_rule
-        if rule is None and not rules.instance_applies:
-            return None
-        key = id(rule)
-        if key not in steps:
-            steps[key] = plugin.bind(rule)  # type: ignore[arg-type]
-        return steps[key]
-
-    def chain_for(pattern: str | None) -> Chain:
+    def chain_for(host: str) -> Chain:
         steps: list[tuple[int, str, Step]] = []
         for name, (rules, plugin, cache) in bound.items():
-            host_rule = None
-            if pattern is not None and rules.domain_rules:
-                table = DomainTable(list(rules.domain_rules.items()))
-                # the pattern stands for its class of hosts: "*" is never an exact key
-                host_rule = table.best(pattern)
-            step = step_for(rules, plugin, cache, host_rule)
+            config = rules.select(route_name, host)
+            if config is None:
+                continue
+            if id(config) not in cache:  # one Step per config, shared by the routes it serves
+                cache[id(config)] = plugin.bind(config)
+            step = cache[id(config)]
             if step is not None:
                 steps.append((plugin.PRIORITY, name, step))
         return _chain(steps)
@@ -178,9 +165,11 @@ def _route_chains(
             for p in rules.domain_rules
         }
     )
-    default = chain_for(None)
+    # a host matching no domain rule: "" is never a pattern nor a host
+    default = chain_for("")
     if not patterns:
         return None, default
+    # a pattern stands for its class of hosts ("*" is never an exact key)
     return DomainTable([(p, chain_for(p)) for p in patterns]), default
 
 

@@ -3,10 +3,10 @@
 A plugin class declares NAME (its config key), PRIORITY (higher runs first, Higress numbers),
 Config (instance-level fields) and Rule (fields a `_rules_` entry or a route's `plugins:` map may
 hold). Lifecycle, as Caddy modules: `__init__(config, deps)` builds state from the validated
-config and raises ConfigError with paths relative to the plugin for what it refuses; `bind(rule)`
-returns the Step that serves one scope (instance config when `rule` is None); `aclose()` releases
-what was built and is safe after a failed build. Everything is done at config load: a Step holds
-only what it needs to answer requests.
+config and raises ConfigError with paths relative to the plugin for what it refuses;
+`bind(rule)` returns the Step that serves one scope (`rule` is self.config for the instance
+scope); `aclose()` releases what was built and is safe after a failed build. Everything is
+done at config load: a Step holds only what it needs to answer requests.
 """
 
 from __future__ import annotations
@@ -67,8 +67,9 @@ class Plugin:
         self.config = config
         self.deps = deps
 
-    def bind(self, rule: Model | None) -> Step | None:
-        """The Step for one scope; None when the plugin has nothing to do there."""
+    def bind(self, rule: Model) -> Step | None:
+        """The Step for one scope: `rule` is a rule's config, or `self.config` for the instance
+        scope; None when the plugin has nothing to do there."""
         raise NotImplementedError
 
     async def aclose(self) -> None:

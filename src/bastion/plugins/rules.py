@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from bastion.config.errors import problems_from, suggest
 from bastion.config.fields import check_domain_pattern
 from bastion.config.model import Model
+from bastion.gateway.routing import DomainTable
 from bastion.plugins.base import Plugin
 from bastion.plugins.registry import PLUGINS, RulesError, unknown_plugin
 
@@ -39,6 +40,22 @@ class PluginRules:
     instance_applies: bool
     route_rules: dict[str, Model] = field(default_factory=dict)
     domain_rules: dict[str, Model] = field(default_factory=dict)  # pattern → rule
+    _domains: DomainTable[Model] | None = None
+
+    def select(self, route: str, host: str) -> Model | None:
+        """The config that serves (route, host): the route's rule, else the most specific
+        domain rule, else the instance config where it applies, else None (the plugin is off).
+        `host` may be a `*.suffix` pattern standing for every host it covers."""
+        rule = self.route_rules.get(route)
+        if rule is not None:
+            return rule
+        if self.domain_rules:
+            if self._domains is None:
+                self._domains = DomainTable(list(self.domain_rules.items()))
+            rule = self._domains.best(host)
+            if rule is not None:
+                return rule
+        return self.instance if self.instance_applies else None
 
 
 def _validate(

@@ -30,7 +30,8 @@ def make_ctx(headers: list[Header] | None = None) -> RequestContext:
 
 
 def step_for(data: dict[str, Any]) -> HeadersStep:
-    step = HeadersPlugin(HeadersConfig.model_validate(data), PluginDeps()).bind(None)
+    plugin = HeadersPlugin(HeadersConfig.model_validate(data), PluginDeps())
+    step = plugin.bind(plugin.config)
     assert isinstance(step, HeadersStep)
     return step
 
@@ -48,7 +49,7 @@ def run_request(step: HeadersStep, ctx: RequestContext) -> None:
 )
 def test_bind_returns_none_when_there_is_nothing_to_do(data: dict[str, Any]) -> None:
     plugin = HeadersPlugin(HeadersConfig.model_validate(data), PluginDeps())
-    assert plugin.bind(None) is None
+    assert plugin.bind(plugin.config) is None
 
 
 def test_bind_uses_the_rule_instead_of_the_instance_config() -> None:

@@ -41,8 +41,8 @@ class HeadersPlugin(Plugin):
     Config = HeadersConfig
     Rule = HeadersConfig
 
-    def bind(self, rule: Model | None) -> Step | None:
-        config = rule if rule is not None else self.config
+    def bind(self, rule: Model) -> Step | None:
+        config = rule
         assert isinstance(config, HeadersConfig)
         step = HeadersStep(config)
         if not (
