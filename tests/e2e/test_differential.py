@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -50,12 +51,21 @@ pytestmark = pytest.mark.skipif(
 #: set or rewritten by one proxy or the other, by design; never compared
 IGNORED = frozenset(
     {
-        "host", "connection", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host",
-        "x-forwarded-port", "x-request-id", "x-real-ip", "content-length", "transfer-encoding",
+        "host",
+        "connection",
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "x-forwarded-port",
+        "x-request-id",
+        "x-real-ip",
+        "content-length",
+        "transfer-encoding",
     }
 )
 TIMEOUT = 2.0  # seconds a client socket waits for the proxy; nothing in the corpus needs longer
 SENTINEL = "/__sentinel__/"
+SMUGGLED_ID = re.compile(r"/SMUGGLED-([A-Za-z0-9.-]+)")
 
 
 # --- the two proxies -------------------------------------------------------------------------
@@ -66,6 +76,7 @@ class Proxy:
     name: str
     port: int
     record: Path
+    log: Path | None = None
     seen: int = 0  # records already attributed to an earlier entry
 
     def observe(self, case: Case) -> Observed:
@@ -96,7 +107,7 @@ class Forwarded:
         request_line, headers = parse_head(record["head"].encode("latin-1")[:-4])
         method, target, _version = request_line.split(" ")
         kept = tuple(sorted((n, v) for n, v in headers if n.lower() not in IGNORED))
-        return cls(method, target, record["decoded"], kept)
+        return cls(method, SMUGGLED_ID.sub("/SMUGGLED", target), record["decoded"], kept)
 
 
 @dataclass(frozen=True)
@@ -123,7 +134,8 @@ def exchange(port: int, case: Case) -> tuple[tuple[str, ...], bool]:
     statuses: list[str] = []
     with RawConn(port, timeout=TIMEOUT) as conn:
         with contextlib.suppress(OSError):  # a proxy may close before it has read everything
-            conn.send(case.raw)
+            # each entry's smuggled request names the entry, for the look at the whole record
+            conn.send(case.raw.replace(b"/SMUGGLED", b"/SMUGGLED-" + case.id.encode()))
         for _ in range(case.responses):
             try:
                 statuses.append(str(conn.final(case.method).status))
@@ -211,8 +223,9 @@ def proxies(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Prox
         records = {name: tmp / f"{name}.jsonl" for name in ports}
         for name, port in ports.items():
             stack.enter_context(
-                run_python(RAW_UPSTREAM, "--port", str(port), "--record", str(records[name]),
-                           port=port)
+                run_python(
+                    RAW_UPSTREAM, "--port", str(port), "--record", str(records[name]), port=port
+                )
             )
         nginx_port = stack.enter_context(run_nginx(tmp, ports["nginx"]))
         gw_dir = tmp / "bastion"
@@ -221,9 +234,8 @@ def proxies(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Prox
         gateway = stack.enter_context(run_gateway(gw_dir, config))
         yield {
             "nginx": Proxy("nginx", nginx_port, records["nginx"]),
-            "bastion": Proxy("bastion", gateway.port, records["bastion"]),
+            "bastion": Proxy("bastion", gateway.port, records["bastion"], gateway.log_path),
         }
-        assert "Traceback" not in gateway.log_path.read_text(errors="replace")
 
 
 # --- the corpus ----------------------------------------------------------------------------------
@@ -240,6 +252,11 @@ class Case:
     bastion: Mapping[str, object] = field(default_factory=dict)
     nginx: Mapping[str, object] = field(default_factory=dict)
     why: str = ""
+    bug: str = ""  # a known gateway bug: the entry runs as a strict xfail with this reason
+
+    def __post_init__(self) -> None:
+        has_expectations = bool(self.bastion or self.nginx)
+        assert bool(self.why) == has_expectations, f"{self.id}: an expected difference needs why"
 
 
 def req(line: str, *headers: str, body: bytes = b"", host: str | None = "diff.test") -> bytes:
@@ -250,9 +267,9 @@ def req(line: str, *headers: str, body: bytes = b"", host: str | None = "diff.te
 
 SMUGGLED = req("GET /SMUGGLED HTTP/1.1")
 ALL_BYTES = bytes(range(256))
-
+# fmt: off
 CASES: list[Case] = [
-    # --- valid requests --------------------------------------------------------------------
+    # --- valid requests ----------------------------------------------------------------------
     Case("get", req("GET /plain HTTP/1.1", "Accept: */*", "User-Agent: diff/1")),
     Case("get-root", req("GET / HTTP/1.1")),
     Case("query", req("GET /search?q=a%20b&x=1&x=2&empty=&flag HTTP/1.1")),
@@ -285,7 +302,7 @@ CASES: list[Case] = [
         req("POST /chunked-ext HTTP/1.1", "Transfer-Encoding: chunked",
             body=b"5;name=value\r\nhello\r\nA\r\n0123456789\r\n0\r\nX-Trailer: t\r\n\r\n"),
         method="POST",
-        # trailers are dropped by both; chunk extensions are not part of the body
+        # both drop the trailer; a chunk extension is not part of the body
     ),
     Case(
         "post-chunked-upper-case-coding",
@@ -293,11 +310,15 @@ CASES: list[Case] = [
             body=b"3\r\nabc\r\n0\r\n\r\n"),
         method="POST",
     ),
-    Case(
-        "get-with-body",
-        req("GET /get-body HTTP/1.1", "Content-Length: 4", body=b"data"),
-    ),
+    Case("get-with-body", req("GET /get-body HTTP/1.1", "Content-Length: 4", body=b"data")),
     Case("delete", req("DELETE /items/7 HTTP/1.1")),
+    Case("head", req("HEAD /head HTTP/1.1"), method="HEAD"),
+    Case(
+        "expect-100-continue",
+        req("PUT /expect HTTP/1.1", "Expect: 100-continue", "Content-Length: 5", body=b"hello"),
+        method="PUT",
+        # the client sends the body without waiting; Expect itself is not forwarded by either
+    ),
     Case("patch", req("PATCH /items/7 HTTP/1.1", "Content-Length: 2", body=b"{}"),
          method="PATCH"),
     Case("options-path", req("OPTIONS /opts HTTP/1.1")),
@@ -319,22 +340,19 @@ CASES: list[Case] = [
     Case(
         "obs-text-in-value",
         req("GET /obs-text HTTP/1.1", "X-Latin: caf\xe9 \xff\x80"),
-        # RFC 9110 §5.5 allows obs-text (0x80-0xFF) in field values; both pass it through
+        # RFC 9110 §5.5 allows obs-text (0x80-0xFF) in field values: both pass it through
     ),
     Case(
         "repeated-headers",
-        req(
-            "GET /repeated HTTP/1.1",
-            "X-Dup: 1", "Accept: text/html", "X-Dup: 2", "Accept: application/json",
-            "Cookie: a=1", "Cookie: b=2", "X-Dup: 1",
-        ),
+        req("GET /repeated HTTP/1.1", "X-Dup: 1", "Accept: text/html", "X-Dup: 2",
+            "Accept: application/json", "Cookie: a=1", "Cookie: b=2", "X-Dup: 1"),
     ),
     Case(
         "header-name-case",
-        req("POST /case HTTP/1.1", "x-lower: 1", "X-UPPER: 2", "x-MiXeD: 3",
-            "CoNtEnT-LeNgTh: 3", body=b"abc", host=None)
-        .replace(b"POST /case HTTP/1.1\r\n", b"POST /case HTTP/1.1\r\nhOsT: diff.test\r\n"),
+        req("POST /case HTTP/1.1", "hOsT: diff.test", "x-lower: 1", "X-UPPER: 2", "x-MiXeD: 3",
+            "CoNtEnT-LeNgTh: 3", body=b"abc", host=None),
         method="POST",
+        # names are case-insensitive for framing and Host, and both forward them as sent
     ),
     Case(
         "header-with-underscore",
@@ -393,9 +411,9 @@ CASES: list[Case] = [
         "dot-segments-above-root",
         req("GET /../../etc/passwd HTTP/1.1"),
         nginx={"status": ("400",), "requests": ()},
-        bastion={"status": ("200",), "requests": ("GET /etc/passwd",)},
+        bastion={"status": ("200",), "requests": ("GET /etc/passwd",), "headers": ((),)},
         why="nginx refuses a path that climbs above the root; Bastion keeps a `..` at the root "
-        "(RFC 3986 §5.2.4) and forwards the normalized path",
+        "(RFC 3986 §5.2.4, docs/routing.md §3) and forwards the normalized path",
     ),
     Case(
         "encoded-dot-segments",
@@ -435,8 +453,8 @@ CASES: list[Case] = [
         req("GET /frag#section HTTP/1.1"),
         nginx={"requests": ("GET /frag#section",)},
         bastion={"requests": ("GET /frag",)},
-        why="a fragment is not part of the request target (RFC 9112 §3.2); Bastion drops it, "
-        "nginx passes the URI as sent",
+        why="a fragment is not part of a request target (RFC 9112 §3.2); Bastion drops it, nginx "
+        "passes the URI as sent",
     ),
     Case(
         "absolute-form",
@@ -470,24 +488,26 @@ CASES: list[Case] = [
         method="POST",
     ),
     Case(
+        "request-line-extra-space",
+        req("GET  /twospaces HTTP/1.1") + req("GET /after-twospaces HTTP/1.1"),
+        responses=2,
+        # RFC 9112 §3 lets a recipient split the request line on whitespace runs: both do, and
+        # both read the next request as a pipelined one
+    ),
+    Case(
         "content-length-leading-zeros",
         req("POST /zeros HTTP/1.1", "Content-Length: 003", body=b"abc"),
         method="POST",
     ),
-    Case(
-        "long-but-allowed-header",
-        req("GET /long HTTP/1.1", "X-Long: " + "v" * 7000),
-    ),
-    # --- malformed and smuggling attempts -------------------------------------------------------
+    Case("long-but-allowed-header", req("GET /long HTTP/1.1", "X-Long: " + "v" * 7000)),
+    # --- malformed and smuggling attempts: SMUGGLED must never reach Bastion's upstream ------
     Case(
         "cl-te",
         req("POST /clte HTTP/1.1", "Content-Length: 6", "Transfer-Encoding: chunked",
             body=b"0\r\n\r\n" + SMUGGLED),
         attack=True,
         method="POST",
-        bastion={"status": ("400",), "requests": ()},
-        why="RFC 9112 §6.1 lets a server reject a message with both; Bastion refuses it outright "
-        "(issue 3 point 4)",
+        # RFC 9112 §6.1 lets a server reject a message with both framings: both do
     ),
     Case(
         "te-cl",
@@ -495,13 +515,10 @@ CASES: list[Case] = [
             body=b"5c\r\nGPOST /SMUGGLED HTTP/1.1\r\nHost: diff.test\r\n\r\n0\r\n\r\n"),
         attack=True,
         method="POST",
-        bastion={"status": ("400",), "requests": ()},
-        why="both framings present: Bastion refuses (issue 3 point 4)",
     ),
     Case(
         "two-different-content-lengths",
-        req("POST /cl2 HTTP/1.1", "Content-Length: 0", "Content-Length: 44",
-            body=SMUGGLED),
+        req("POST /cl2 HTTP/1.1", "Content-Length: 0", "Content-Length: 44", body=SMUGGLED),
         attack=True,
         method="POST",
     ),
@@ -511,9 +528,8 @@ CASES: list[Case] = [
             body=b"abc" + SMUGGLED),
         attack=True,
         method="POST",
-        bastion={"status": ("400",), "requests": ()},
-        why="RFC 9112 §6.3 allows accepting identical repeats; Bastion refuses any second "
-        "Content-Length (a repeated framing header is a smuggling probe, never a real client)",
+        # RFC 9112 §6.3 would allow identical repeats; Bastion refuses any second Content-Length
+        # (a repeated framing header is a smuggling probe), and nginx 1.22 refuses it too
     ),
     Case(
         "content-length-list",
@@ -586,6 +602,10 @@ CASES: list[Case] = [
             body=b"0\r\n\r\n" + SMUGGLED),
         attack=True,
         method="POST",
+        nginx={"status": ("501",)},
+        bastion={"status": ("400",)},
+        why="RFC 9112 §6.3: when chunked is not the final coding the length cannot be determined "
+        "and the server MUST answer 400 and close; llhttp refuses it before Bastion's 501 rule",
     ),
     Case(
         "te-identity",
@@ -593,6 +613,10 @@ CASES: list[Case] = [
             body=b"0\r\n\r\n" + SMUGGLED),
         attack=True,
         method="POST",
+        nginx={"status": ("501",)},
+        bastion={"status": ("400",)},
+        why="Bastion checks for both framings first (400, issue 3 point 4); nginx first looks at "
+        "the unknown coding (501)",
     ),
     Case(
         "te-twice",
@@ -614,6 +638,18 @@ CASES: list[Case] = [
             body=b"3\r\nabc\r\n0\r\n\r\n" + SMUGGLED),
         attack=True,
         method="POST",
+        bug="BUG: an HTTP/1.0 request with Transfer-Encoding is decoded as chunked and forwarded "
+        "(200); RFC 9112 §6.1: its framing is faulty (nginx answers 400)",
+    ),
+    Case(
+        "te-in-http10-keep-alive",
+        req("POST /te10ka HTTP/1.0", "Connection: keep-alive", "Transfer-Encoding: chunked",
+            host=None, body=b"3\r\nabc\r\n0\r\n\r\n" + SMUGGLED),
+        attack=True,
+        method="POST",
+        bug="BUG: an HTTP/1.0 keep-alive request with Transfer-Encoding is decoded as chunked and "
+        "forwarded (200), and the bytes after the body are forwarded as a second request; RFC "
+        "9112 §6.1: faulty framing, close after it (nginx answers 400)",
     ),
     Case(
         "te-space-before-colon",
@@ -628,22 +664,16 @@ CASES: list[Case] = [
             body=b"0\r\n\r\n" + SMUGGLED),
         attack=True,
         method="POST",
+        nginx={"status": ("501",)},
+        bastion={"status": ("400",)},
+        why="Bastion refuses any request with both framing headers (400) before it looks at the "
+        "coding; nginx reads '\\x0bchunked' as an unknown coding (501)",
     ),
-    Case(
-        "space-before-colon",
-        req("GET /spacecolon HTTP/1.1", "X-Bad : 1") + SMUGGLED,
-        attack=True,
-    ),
-    Case(
-        "nul-in-header-value",
-        req("GET /nul HTTP/1.1", "X-Nul: a\x00b") + SMUGGLED,
-        attack=True,
-    ),
-    Case(
-        "nul-in-path",
-        b"GET /nul\x00path HTTP/1.1\r\nHost: diff.test\r\n\r\n" + SMUGGLED,
-        attack=True,
-    ),
+    Case("space-before-colon", req("GET /spacecolon HTTP/1.1", "X-Bad : 1") + SMUGGLED,
+         attack=True),
+    Case("nul-in-header-value", req("GET /nul HTTP/1.1", "X-Nul: a\x00b") + SMUGGLED,
+         attack=True),
+    Case("nul-in-path", req("GET /nul\x00path HTTP/1.1") + SMUGGLED, attack=True),
     Case(
         "cr-in-header-value",
         req("GET /cr HTTP/1.1", "X-Cr: a\rContent-Length: 40") + SMUGGLED,
@@ -653,6 +683,11 @@ CASES: list[Case] = [
         "bare-lf-line-ends",
         b"GET /bare-lf HTTP/1.1\nHost: diff.test\nX-A: 1\n\n" + SMUGGLED,
         attack=True,
+        nginx={"status": ("200",), "requests": ("GET /bare-lf", "GET /SMUGGLED")},
+        bastion={"status": ("400",), "requests": ()},
+        why="RFC 9112 §2.2 lets a recipient accept a bare LF; nginx does (and then reads the next "
+        "request), Bastion's parser (llhttp, strict) refuses it: line ends that two hops read "
+        "differently are a classic smuggling vector",
     ),
     Case(
         "bare-lf-in-chunked-body",
@@ -660,74 +695,111 @@ CASES: list[Case] = [
             body=b"3\nabc\n0\n\n" + SMUGGLED),
         attack=True,
         method="POST",
+        nginx={"status": ("200",), "requests": ("POST /bare-lf-chunk", "GET /SMUGGLED")},
+        bastion={"status": ("400",), "requests": ()},
+        why="as bare-lf-line-ends, in the chunk framing: nginx accepts LF-only chunk lines, "
+        "Bastion refuses them",
     ),
     Case(
         "obs-fold",
         req("GET /obs-fold HTTP/1.1", "X-Folded: a", " Transfer-Encoding: chunked") + SMUGGLED,
         attack=True,
+        # RFC 9112 §5.2 lets a server refuse obs-fold with 400: both do
     ),
     Case("missing-host-http11", req("GET /nohost HTTP/1.1", host=None) + SMUGGLED, attack=True),
-    Case(
-        "two-hosts",
-        req("GET /twohosts HTTP/1.1", "Host: other.test") + SMUGGLED,
-        attack=True,
-    ),
+    Case("two-hosts", req("GET /twohosts HTTP/1.1", "Host: other.test") + SMUGGLED, attack=True),
     Case(
         "header-without-colon",
         req("GET /nocolon HTTP/1.1", "NoColonHere") + SMUGGLED,
         attack=True,
+        nginx={"status": ("200",), "requests": ("GET /nocolon", "GET /SMUGGLED")},
+        bastion={"status": ("400",), "requests": ()},
+        why="nginx forwards a line without ':' as a header with an empty value; Bastion refuses "
+        "the request (RFC 9112 §5: a field line is name ':' value; malformed → 400)",
     ),
     Case(
         "invalid-header-name",
         req("GET /badname HTTP/1.1", "X(Bad): 1", "X-Kept: 1") + SMUGGLED,
         attack=True,
+        nginx={"status": ("200",), "requests": ("GET /badname", "GET /SMUGGLED")},
+        bastion={"status": ("400",), "requests": ()},
+        why="'(' is not a tchar: nginx silently drops the field (ignore_invalid_headers), Bastion "
+        "refuses the request (SPEC §10: malformed framing → 400 and close)",
+    ),
+    Case(
+        "too-many-headers",
+        req("GET /many HTTP/1.1", *[f"X-H{i}: {i}" for i in range(150)]) + SMUGGLED,
+        attack=True,
+        nginx={"status": ("200",), "requests": ("GET /many", "GET /SMUGGLED")},
+        bastion={"status": ("431",), "requests": ()},
+        why="Bastion limits the header count (limits.max_header_count, 100 by default) → 431; "
+        "nginx limits only the bytes",
     ),
     Case(
         "very-long-header",
         req("GET /verylong HTTP/1.1", "X-Huge: " + "h" * 70_000) + SMUGGLED,
         attack=True,
-        # nginx: 400 (large_client_header_buffers), Bastion: 431 (max_header_size); both 4xx
+        nginx={"status": ("400",)},
+        bastion={"status": ("431",)},
+        why="over the head limit nginx answers 400 (large_client_header_buffers), Bastion 431 "
+        "(limits.max_header_size, issue 3 point 4)",
     ),
     Case(
-        "garbage-request-line",
-        b"GARBAGE\r\n\r\n" + SMUGGLED,
+        "very-long-target",
+        req("GET /" + "p" * 70_000 + " HTTP/1.1") + SMUGGLED,
         attack=True,
+        nginx={"status": ("414",)},
+        bastion={"status": ("431",)},
+        why="nginx has a status of its own for a long URI (414); Bastion counts the request line "
+        "in max_header_size (431)",
     ),
-    Case(
-        "lower-case-method",
-        b"get /lower HTTP/1.1\r\nHost: diff.test\r\n\r\n" + SMUGGLED,
-        attack=True,
-    ),
-    Case(
-        "asterisk-form-get",
-        req("GET * HTTP/1.1") + SMUGGLED,
-        attack=True,
-    ),
+    Case("garbage-request-line", b"GARBAGE\r\n\r\n" + SMUGGLED, attack=True),
+    Case("lower-case-method", req("get /lower HTTP/1.1") + SMUGGLED, attack=True),
+    Case("asterisk-form-get", req("GET * HTTP/1.1") + SMUGGLED, attack=True),
+    Case("bad-percent-escape", req("GET /a%zz HTTP/1.1") + SMUGGLED, attack=True),
+    Case("bad-percent-escape-short", req("GET /a%4 HTTP/1.1") + SMUGGLED, attack=True),
+    Case("authority-form-get", req("GET diff.test:80 HTTP/1.1") + SMUGGLED, attack=True),
+    Case("connect", req("CONNECT diff.test:443 HTTP/1.1") + SMUGGLED, attack=True),
     Case(
         "http-version-2",
         req("GET /v2 HTTP/2.0") + SMUGGLED,
         attack=True,
+        # both answer 505 HTTP Version Not Supported (RFC 9110 §15.6.6)
     ),
+    Case("http-version-1.2-without-host", req("GET /v12 HTTP/1.2", host=None) + SMUGGLED,
+         attack=True),
     Case(
-        "request-line-extra-space",
-        req("GET  /twospaces HTTP/1.1") + SMUGGLED,
+        "http-version-0.9",
+        b"GET /v09\r\n\r\n" + SMUGGLED,
         attack=True,
+        nginx={"status": ("closed",), "requests": ("GET /v09",)},
+        bastion={"status": ("505",), "requests": ()},
+        why="nginx still serves an HTTP/0.9 simple request (a bare body, no status line, then "
+        "close); Bastion serves HTTP/1.0 and HTTP/1.1 only and answers 505",
     ),
     Case(
         "h2c-upgrade-with-pipelined-request",
         req("GET /h2c HTTP/1.1", "Upgrade: h2c", "Connection: Upgrade, HTTP2-Settings",
             "HTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA") + SMUGGLED,
         attack=True,
-        nginx={"status": ("200",), "requests": ("GET /h2c",)},
-        bastion={"status": ("200",), "requests": ("GET /h2c",)},
-        why="an upgrade the upstream does not accept (it answers 200, not 101) must not turn the "
-        "bytes after the head into a tunnel: the bytes behind it are never forwarded; the "
-        "200 is the upstream's own answer to the (legal) request",
+        nginx={"status": ("200",), "requests": ("GET /h2c", "GET /SMUGGLED"),
+               "headers": ((("HTTP2-Settings", "AAMAAABkAAQCAAAAAAIAAAAA"),), ())},
+        bastion={"status": ("200",), "requests": ("GET /h2c",),
+                 "headers": ((("Upgrade", "h2c"),),)},
+        why="nginx drops Upgrade (HTTP2-Settings is not hop-by-hop to it) and reads the next "
+        "request as a pipelined one; Bastion passes an Upgrade through (WebSocket support) and, "
+        "when the upstream declines it with a 200, ends the connection: the bytes behind the "
+        "head are never read as a request",
     ),
 ]
-
-CASE_IDS = [case.id for case in CASES]
-assert len(set(CASE_IDS)) == len(CASE_IDS), "duplicate case ids"
+# fmt: on
+PARAMS = [
+    pytest.param(case, id=case.id, marks=[pytest.mark.xfail(strict=True, reason=case.bug)])
+    if case.bug
+    else pytest.param(case, id=case.id)
+    for case in CASES
+]
+assert len({case.id for case in CASES}) == len(CASES), "duplicate case ids"
 
 
 # --- the tests -----------------------------------------------------------------------------------
@@ -742,49 +814,53 @@ def _matches(expected: object, actual: object) -> bool:
     return expected == actual
 
 
-@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+@pytest.mark.parametrize("case", PARAMS)
 def test_same_request_through_nginx_and_bastion(proxies: dict[str, Proxy], case: Case) -> None:
-    seen_nginx = proxies["nginx"].observe(case)
-    seen_bastion = proxies["bastion"].observe(case)
-    views = {"nginx": seen_nginx.view(), "bastion": seen_bastion.view()}
-    raw = {"nginx": seen_nginx.statuses, "bastion": seen_bastion.statuses}
-    report = f"\n{case.id}: nginx={views['nginx']}\n{case.id}: bastion={views['bastion']}"
+    seen = {name: proxies[name].observe(case) for name in ("nginx", "bastion")}
+    views = {name: seen[name].view() for name in seen}
+    report = "".join(f"\n  {name}: {views[name]}" for name in views)
+    counts_differ = len(seen["nginx"].forwarded) != len(seen["bastion"].forwarded)
 
     for key in ("status", "requests", "bodies", "headers"):
         expected = {"nginx": case.nginx.get(key), "bastion": case.bastion.get(key)}
         if expected["nginx"] is None and expected["bastion"] is None:
+            if key in ("bodies", "headers") and counts_differ and "requests" in case.bastion:
+                continue  # an expected difference in what is forwarded: nothing to pair up
             assert views["nginx"][key] == views["bastion"][key], f"{key} differ:{report}"
             continue
-        for name in ("nginx", "bastion"):
-            want = expected[name]
-            if want is None:
-                continue
-            got = raw[name] if key == "status" else views[name][key]
-            assert _matches(want, got), f"{name} {key}: expected {want!r}, got {got!r}{report}"
+        for name, want in expected.items():
+            if want is not None:
+                got = seen[name].statuses if key == "status" else views[name][key]
+                assert _matches(want, got), f"{name} {key}: expected {want!r}, got {got!r}{report}"
 
     if case.attack:
-        assert_safe(case, seen_bastion)
+        assert_safe(case, seen["bastion"])
 
 
 def assert_safe(case: Case, seen: Observed) -> None:
-    """A malformed or ambiguous request: no smuggled request upstream, no 2xx unless expected."""
+    """A malformed or ambiguous request: nothing smuggled upstream; refused and closed."""
     targets = [f.target for f in seen.forwarded]
     assert not any("SMUGGLED" in t for t in targets), f"smuggled request forwarded: {targets}"
     if "status" in case.bastion:
         return  # an explicit expectation, with its reason, replaces the generic rule
     first = seen.statuses[0]
-    assert first in ("closed",) or first[:1] in ("4", "5"), (
-        f"Bastion answered {seen.statuses} to a malformed request"
-    )
+    assert first == "closed" or first[:1] in ("4", "5"), f"Bastion answered {seen.statuses}"
     assert seen.closed or first == "closed", "Bastion kept the connection open after refusing"
-    assert seen.forwarded == [], f"a refused request still reached the upstream: {targets}"
+    assert targets == [], f"a refused request still reached the upstream: {targets}"
 
 
-def test_nothing_smuggled_reached_bastions_upstream_at_any_time(
-    proxies: dict[str, Proxy],
-) -> None:
+def test_nothing_smuggled_ever_reached_bastions_upstream(proxies: dict[str, Proxy]) -> None:
     """Also catches a smuggled request forwarded late, after its entry's sentinel."""
-    for name in ("bastion",):
-        for record in read_records(proxies[name].record):
-            request_line = record["head"].split("\r\n", 1)[0]
-            assert "SMUGGLED" not in request_line, f"{name} forwarded {request_line!r}"
+    leaked = {
+        match.group(1)
+        for record in read_records(proxies["bastion"].record)
+        if (match := SMUGGLED_ID.search(record["head"].split("\r\n", 1)[0]))
+    }
+    known = {case.id for case in CASES if case.bug}  # reported by their own strict xfail
+    assert leaked - known == set(), f"smuggled requests reached the upstream: {sorted(leaked)}"
+
+
+def test_bastion_logged_no_traceback(proxies: dict[str, Proxy]) -> None:
+    log = proxies["bastion"].log
+    assert log is not None
+    assert "Traceback" not in log.read_text(errors="replace")

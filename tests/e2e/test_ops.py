@@ -11,19 +11,23 @@ import json
 import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import psutil
 import pytest
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.conftest import GatewayFactory
-from tests.e2e.procs import ADMIN_TOKEN, Gateway, free_port, stop
+from tests.e2e.procs import ADMIN_TOKEN, Gateway, free_port, gateway_config, stop
 
 T = TypeVar("T")
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -267,6 +271,26 @@ def test_metrics_count_upstream_errors(start_gateway: GatewayFactory, upstream_p
         eventually(check)
 
 
+def test_metrics_active_connections_gauge(start_gateway: GatewayFactory) -> None:
+    with start_gateway(admin=admin()) as gw:
+        held = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=15)
+        try:
+            held.request("GET", "/echo/keepalive")
+            assert held.getresponse().read()
+
+            def open_now() -> None:
+                assert (metric(scrape(gw), "bastion_active_connections") or 0) >= 1
+
+            eventually(open_now)
+        finally:
+            held.close()
+
+        def closed() -> None:
+            assert metric(scrape(gw), "bastion_active_connections") == 0
+
+        eventually(closed)
+
+
 # --- access log -----------------------------------------------------------------------------
 
 SECRET_PARAMS = [
@@ -301,6 +325,16 @@ def test_access_log_line_per_request(gateway: Gateway) -> None:
     assert line["bytes_out"] >= len(reply.body)
     assert isinstance(line["duration_ms"], int | float)
     assert line["duration_ms"] >= 0
+
+
+def test_access_log_no_route(start_gateway: GatewayFactory) -> None:
+    with start_gateway(routes=ECHO_ONLY) as gw:
+        assert fetch(gw.url, "/unrouted-marker", method="DELETE").status == 404
+        line = eventually(lambda: access_line(gw, "/unrouted-marker"))
+        assert line["status"] == 404
+        assert line["method"] == "DELETE"
+        assert line["route"] in ("", None)
+        assert line["request_id"]
 
 
 def test_access_log_generates_a_request_id(gateway: Gateway) -> None:
@@ -348,6 +382,39 @@ def test_access_log_redacts_spelling_variants(gateway: Gateway, query: str) -> N
     assert "hiddenvalue" not in log
 
 
+def test_secrets_not_logged_on_error_paths(start_gateway: GatewayFactory) -> None:
+    services = [{"name": "dead", "url": f"http://127.0.0.1:{free_port()}"}]
+    routes = [{"name": "dead", "path": "/", "service": "dead"}]
+    with start_gateway(services=services, routes=routes, admin=admin()) as gw:
+        reply = fetch(
+            gw.url,
+            "/x?client_secret=deadsecretvalue1",
+            headers={"Authorization": "Bearer deadsecretvalue2"},
+        )
+        assert reply.status == 502
+        # malformed framing (two Content-Lengths) → 400
+        with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as sock:
+            sock.sendall(
+                b"POST /x?password=deadsecretvalue3 HTTP/1.1\r\nHost: a\r\n"
+                b"Authorization: Bearer deadsecretvalue4\r\n"
+                b"Content-Length: 1\r\nContent-Length: 2\r\n\r\nab"
+            )
+            assert sock.recv(65536).startswith(b"HTTP/1.1 400")
+        # the admin API with a wrong and the right token
+        assert (
+            fetch(
+                gw.admin_url, "/metrics", headers={"Authorization": "Bearer deadsecretvalue5"}
+            ).status
+            == 401
+        )
+        assert fetch(gw.admin_url, "/metrics", headers=AUTH).status == 200
+        eventually(lambda: access_line(gw, "/x?client_secret"))
+        assert stop(gw.proc) == 0
+        log = gw.log_path.read_text(errors="replace")
+        assert "deadsecretvalue" not in log
+        assert ADMIN_TOKEN not in log
+
+
 def test_access_log_off(start_gateway: GatewayFactory) -> None:
     with start_gateway(access_log=False) as gw:
         assert fetch(gw.url, "/echo/unlogged-marker").status == 200
@@ -358,19 +425,72 @@ def test_access_log_off(start_gateway: GatewayFactory) -> None:
 # --- graceful drain -------------------------------------------------------------------------
 
 
-def test_sigterm_drains_in_flight_requests(gateway: Gateway, upstream_port: int) -> None:
-    with ThreadPoolExecutor(1) as pool:
-        slow = pool.submit(fetch, gateway.url, "/slow?seconds=2")
-        wait_upstream_connection(gateway.proc.pid, upstream_port)
-        os.kill(gateway.proc.pid, signal.SIGTERM)
-        # the listener closes while the slow request is still being served
-        eventually(lambda: _assert(connect_refused(gateway.port)), timeout=5, interval=0.02)
-        assert not slow.done(), "the in-flight request ended before new connections were refused"
+def test_sigterm_drains_in_flight_requests(
+    start_gateway: GatewayFactory, upstream_port: int
+) -> None:
+    with start_gateway(admin=admin()) as gw, ThreadPoolExecutor(1) as pool:
+        slow = pool.submit(fetch, gw.url, "/slow?seconds=2")
+        wait_upstream_connection(gw.proc.pid, upstream_port)
+        os.kill(gw.proc.pid, signal.SIGTERM)
+
+        def refused() -> None:
+            assert connect_refused(gw.port)
+
+        def draining() -> None:
+            assert fetch(gw.admin_url, "/readyz").status == 503
+
+        # while the slow request is still being served: no new connections, not ready
+        eventually(refused, timeout=5, interval=0.02)
+        eventually(draining, timeout=5, interval=0.02)
+        assert not slow.done(), "the in-flight request ended before the checks above"
         reply = slow.result(timeout=15)
-    assert reply.status == 200
-    assert reply.body == b"slow done"
-    assert gateway.proc.wait(15) == 0
+        assert (reply.status, reply.body) == (200, b"slow done")
+        assert gw.proc.wait(15) == 0
 
 
-def _assert(condition: bool) -> None:
-    assert condition
+def test_sigterm_does_not_wait_for_idle_keepalive_clients(start_gateway: GatewayFactory) -> None:
+    # drain_timeout far above the wait below: an idle client must not hold the stop up
+    with start_gateway(limits={"drain_timeout": 300}) as gw:
+        idle = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=15)
+        try:
+            idle.request("GET", "/echo/idle")
+            assert idle.getresponse().read()
+            os.kill(gw.proc.pid, signal.SIGTERM)
+            assert gw.proc.wait(15) == 0
+        finally:
+            idle.close()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_stop_signals_exit_cleanly(gateway: Gateway, sig: int) -> None:
+    assert fetch(gateway.url, "/echo/x").status == 200
+    os.kill(gateway.proc.pid, sig)
+    gateway.proc.wait(15)
+    # Ctrl-C may also exit 130 as shells expect; SIGTERM is a clean stop
+    assert gateway.proc.returncode in ((0, 130) if sig == signal.SIGINT else (0,))
+    assert "Traceback" not in gateway.log_path.read_text(errors="replace")
+    assert connect_refused(gateway.port)
+
+
+@pytest.mark.parametrize("which", ["listen", "admin"])
+def test_run_on_a_busy_port_fails_cleanly(tmp_path: Path, upstream_port: int, which: str) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        config = gateway_config(upstream_port, taken if which == "listen" else free_port())
+        config["admin"] = admin(taken if which == "admin" else None)
+        path = tmp_path / "bastion.yaml"
+        path.write_text(yaml.safe_dump(config))
+        result = subprocess.run(
+            [sys.executable, "-m", "bastion", "run", "-c", str(path)],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            timeout=30,
+            check=False,
+        )
+    out = result.stdout + result.stderr
+    assert result.returncode != 0, out
+    assert "Traceback" not in out
+    assert str(taken) in out

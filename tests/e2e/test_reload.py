@@ -100,6 +100,7 @@ def test_reload_valid_file_takes_effect(start_gateway: GatewayFactory, trigger: 
 @pytest.mark.parametrize("trigger", ["sighup", "watch"])
 def test_reload_invalid_file_is_refused(start_gateway: GatewayFactory, trigger: str) -> None:
     with start(start_gateway, trigger) as gw:
+        assert fetch(gw.url, "/echo/before").status == 200
         original = current(gw)
         gw.write_config(invalid(gw))
         TRIGGERS[trigger](gw)
@@ -170,3 +171,15 @@ def test_request_in_flight_finishes_on_its_config(
 
 def _status_is(gw: Gateway, path: str, status: int) -> None:
     assert fetch(gw.url, path).status == status
+
+
+def test_watch_survives_a_removed_file(start_gateway: GatewayFactory) -> None:
+    with start_gateway(routes=ECHO_ONLY, watch=True) as gw:
+        original = current(gw)
+        gw.config_path.unlink()
+        # nothing to read: the old config keeps serving (poll a while to let the watcher see it)
+        for _ in range(20):
+            assert fetch(gw.url, "/echo/old").status == 200
+        assert gw.proc.poll() is None
+        gw.write_config(with_status_route(original))
+        eventually(lambda: status_route_works(gw))

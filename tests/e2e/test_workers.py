@@ -7,10 +7,20 @@ import signal
 from concurrent.futures import ThreadPoolExecutor
 
 import psutil
+import pytest
 
 from tests.e2e.conftest import GatewayFactory
 from tests.e2e.procs import Gateway
-from tests.e2e.test_ops import admin, eventually, fetch, metric, scrape
+from tests.e2e.test_ops import (
+    ECHO_ONLY,
+    admin,
+    eventually,
+    fetch,
+    metric,
+    scrape,
+    wait_upstream_connection,
+)
+from tests.e2e.test_reload import current, post_reload, sighup, with_status_route
 
 
 def listening_workers(gw: Gateway) -> list[psutil.Process]:
@@ -57,11 +67,42 @@ def test_metrics_sum_over_workers(start_gateway: GatewayFactory) -> None:
         eventually(counted, timeout=10)
 
 
-def test_sigterm_stops_master_and_workers(start_gateway: GatewayFactory) -> None:
-    with start_gateway("--workers", "2") as gw:
+def every_worker_has_the_status_route(gw: Gateway) -> None:
+    # new connections land on either worker: 20 in a row must all see the new route
+    statuses = [fetch(gw.url, "/status/201").status for _ in range(20)]
+    assert statuses == [201] * 20, statuses
+
+
+@pytest.mark.parametrize("trigger", ["sighup", "admin"])
+def test_reload_reaches_every_worker(start_gateway: GatewayFactory, trigger: str) -> None:
+    with start_gateway("--workers", "2", routes=ECHO_ONLY, admin=admin()) as gw:
+        eventually(lambda: two_workers(gw), timeout=20)
+        assert fetch(gw.url, "/status/201").status == 404
+        gw.write_config(with_status_route(current(gw)))
+        if trigger == "sighup":
+            sighup(gw)
+        else:
+            post_reload(gw)
+        eventually(lambda: every_worker_has_the_status_route(gw))
+
+        def counted() -> None:
+            ok = metric(scrape(gw), "bastion_config_reloads_total", result="ok") or 0
+            assert ok >= 1, ok
+
+        eventually(counted)
+
+
+def test_sigterm_stops_master_and_workers(
+    start_gateway: GatewayFactory, upstream_port: int
+) -> None:
+    with start_gateway("--workers", "2") as gw, ThreadPoolExecutor(1) as pool:
         workers = eventually(lambda: two_workers(gw), timeout=20)
         assert fetch(gw.url, "/echo/x").status == 200
+        slow = pool.submit(fetch, gw.url, "/slow?seconds=2")
+        wait_upstream_connection(gw.proc.pid, upstream_port)
         os.kill(gw.proc.pid, signal.SIGTERM)
+        reply = slow.result(timeout=20)
+        assert (reply.status, reply.body) == (200, b"slow done")
         assert gw.proc.wait(20) == 0
 
         def all_gone() -> None:
@@ -72,3 +113,23 @@ def test_sigterm_stops_master_and_workers(start_gateway: GatewayFactory) -> None
                     continue
 
         eventually(all_gone)
+
+
+@pytest.mark.parametrize("file_state", ["valid", "invalid-on-disk"])
+def test_a_dead_worker_is_replaced(start_gateway: GatewayFactory, file_state: str) -> None:
+    with start_gateway("--workers", "2") as gw:
+        first = eventually(lambda: two_workers(gw), timeout=20)
+        if file_state == "invalid-on-disk":
+            # edited but never reloaded: a replacement worker must still serve the running config
+            config = current(gw)
+            config["routes"] = [{**config["routes"][0], "service": "bakend"}]
+            gw.write_config(config)
+        first[0].send_signal(signal.SIGKILL)
+
+        def replaced() -> None:
+            pids = {w.pid for w in two_workers(gw)}
+            assert first[0].pid not in pids, pids
+
+        eventually(replaced, timeout=20)
+        statuses = [fetch(gw.url, f"/echo/r{i}").status for i in range(20)]
+        assert statuses == [200] * 20

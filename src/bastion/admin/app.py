@@ -98,11 +98,10 @@ class _EmbeddedServer(uvicorn.Server):
         yield
 
 
-def admin_server(app: ASGIApp, host: str, port: int) -> _EmbeddedServer:
+def admin_server(app: ASGIApp) -> _EmbeddedServer:
+    """uvicorn for `app`, to be served on a socket the caller bound."""
     config = uvicorn.Config(
         app,
-        host=host,
-        port=port,
         log_level="warning",
         access_log=False,
         lifespan="off",

@@ -25,6 +25,7 @@ CONFIG_OPTION = click.option(
 def check_config(path: Path) -> Config:
     """Load and fully compile FILE (plugins built too), or print every problem and exit 1."""
     from bastion.gateway.runtime import build_runtime
+    from bastion.gateway.server import tls_context
 
     try:
         config = load_config(path)
@@ -34,10 +35,14 @@ def check_config(path: Path) -> Config:
             await runtime.aclose()
 
         asyncio.run(compile_once())
+        tls_context(config)
     except ConfigError as exc:
-        click.echo(f"{path}: invalid configuration", err=True)
-        for field, message in exc.problems:
-            click.echo(f"  {field}: {message}" if field else f"  {message}", err=True)
+        if len(exc.problems) == 1 and not exc.problems[0][0]:
+            click.echo(exc.problems[0][1], err=True)  # the file itself (missing, not YAML, ...)
+        else:
+            click.echo(f"{path}: invalid configuration", err=True)
+            for field, message in exc.problems:
+                click.echo(f"  {field}: {message}" if field else f"  {message}", err=True)
         sys.exit(1)
     return config
 

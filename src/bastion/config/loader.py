@@ -108,21 +108,31 @@ def load_config_text(
     except ValidationError as exc:
         problems.extend(problems_from(exc, Config, data=data))
     problems.extend(cross_checks(data))
+    unset = {path for path, message in problems if message.startswith("environment variable")}
+    if unset:  # "not set" says it all: drop what the empty value made the schema say there
+        problems = [
+            (path, message) for path, message in problems
+            if path not in unset or message.startswith("environment variable")
+        ]  # fmt: skip
     if problems:
         raise ConfigError(problems)
     assert config is not None
     return config
 
 
-def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
-    """Read FILE and validate it (see load_config_text)."""
+def read_config_text(path: str | Path) -> str:
+    """The file's text, or a ConfigError that says why it cannot be read."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        return Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([("", f"cannot read {path}: {exc.strerror or exc}")]) from None
     except UnicodeDecodeError:
         raise ConfigError([("", f"{path} is not UTF-8 text")]) from None
-    return load_config_text(text, env, str(path))
+
+
+def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
+    """Read FILE and validate it (see load_config_text)."""
+    return load_config_text(read_config_text(path), env, str(path))
 
 
 def _named(items: Any) -> list[tuple[int, dict[str, Any]]]:

@@ -130,8 +130,6 @@ class ClientConnection(asyncio.Protocol):
         ex = self.active
         if ex is not None and ex.upstream is not None and not ex.finished:
             ex.upstream.abort()  # the client went away: stop the upstream work too
-            if ex.done is not None and not ex.done.done():
-                ex.done.set_result(False)
         self.queue.clear()
 
     def pause_writing(self) -> None:
@@ -194,14 +192,11 @@ class ClientConnection(asyncio.Protocol):
             raise _Stop
         ex.start = perf_counter()
         if ex.has_body:
+            # a body streams: start now, so it can flow upstream as it arrives
             self.phase, self.deadline = BODY, self.loop.time() + self.limits.client_timeout
+            self._admit(ex)
         else:
             self.phase, self.deadline = BUSY, 0.0
-        if self.active is None:
-            self._start(ex)
-        else:
-            self.queue.append(ex)
-            self.pause_reading()
 
     def on_body(self, body: bytes) -> None:
         if self.parsing is not None:
@@ -215,11 +210,26 @@ class ClientConnection(asyncio.Protocol):
         ex.feed_body_end()
         if ex is self.active and self.phase == BODY:
             self.phase, self.deadline = BUSY, 0.0
+        if not ex.has_body:
+            self._admit(ex)  # the whole request is read: answer it
 
     # --- driving exchanges
+    def _admit(self, ex: Exchange) -> None:
+        if self.active is None:
+            self._start(ex)
+        else:
+            self.queue.append(ex)  # pipelined: answered in order, reading waits meanwhile
+            self.pause_reading()
+
     def _start(self, ex: Exchange) -> None:
         self.active = ex
         self.worker.start_exchange(ex)
+
+    def _start_queued(self) -> None:
+        if self.active is None and self.queue and not self.closed:
+            self._start(self.queue.popleft())
+            if not self.queue:
+                self.resume_reading()
 
     def finish(self, ex: Exchange) -> None:
         """The pipeline is done with `ex`: close, or go on with the next request."""
@@ -231,9 +241,8 @@ class ClientConnection(asyncio.Protocol):
             self.close()
             return
         if self.queue:
-            self._start(self.queue.popleft())
-            if not self.queue:
-                self.resume_reading()
+            # not from inside the callback that finished `ex`: the next one starts afresh
+            self.loop.call_soon(self._start_queued)
             return
         if self.error is not None:
             self._send_error(self.error)
@@ -283,7 +292,8 @@ class ClientConnection(asyncio.Protocol):
         ex.route_name = ex.route_name or ""
         if not ex.started:
             ex.send_response(response)
-        self.worker.log_exchange(ex)
+        if ex is not self.active:
+            self.worker.log_exchange(ex)  # the pipeline logs the active one when it ends
         self.close()
 
     def write(self, data: bytes) -> None:
@@ -359,6 +369,10 @@ def _check_head(ex: Exchange) -> Response | None:
             if value.strip().lower() != b"100-continue":
                 return json_error(417, "expectation_failed", close=True)
             ex.expect_continue = True
+    if ex.http_version not in ("1.1", "1.0"):
+        return json_error(
+            505, "http_version_not_supported", "HTTP/1.1 or HTTP/1.0 only", close=True
+        )
     if content_lengths and transfer_encodings:
         return json_error(400, _BAD, "both Content-Length and Transfer-Encoding", close=True)
     if len(content_lengths) > 1:

@@ -75,7 +75,9 @@ class RequestContext:
         return value.decode("latin-1") if value is not None else None
 
     def set_upstream_header(self, name: str, value: str) -> None:
-        """Send `name: value` upstream, replacing any value the client sent."""
+        """Send `name: value` upstream, replacing any value the client sent (and the gateway's
+        own Host, X-Forwarded-* or X-Request-Id)."""
+        _check_value(value)
         if self.upstream_set is None:
             self.upstream_set = {}
         raw = name.encode("latin-1")
@@ -92,10 +94,17 @@ class RequestContext:
 
     def set_response_header(self, name: str, value: str) -> None:
         """Add or replace `name: value` on the response to the client."""
+        _check_value(value)
         if self.response_set is None:
             self.response_set = {}
         raw = name.encode("latin-1")
         self.response_set[raw.lower()] = (raw, value.encode("latin-1"))
+
+
+def _check_value(value: str) -> None:
+    # a CR or LF in a header value would let a value start a header of its own
+    if "\r" in value or "\n" in value or "\0" in value:
+        raise ValueError("a header value cannot contain CR, LF or NUL")
 
 
 class ResponseHead:
@@ -112,5 +121,6 @@ class ResponseHead:
         self.headers = [h for h in self.headers if h[0].lower() != low]
 
     def set(self, name: str, value: str) -> None:
+        _check_value(value)
         self.remove(name)
         self.headers.append((name.encode("latin-1"), value.encode("latin-1")))

@@ -4,18 +4,22 @@ The client parser feeds request body chunks in; until an upstream connection is 
 buffered (reading from the client pauses past a bound), then they stream straight to the
 upstream. Response body chunks stream from the upstream to the client the same way. Each side
 pauses the other when its write buffer is full (backpressure), so memory stays bounded whatever
-the sizes.
+the sizes. The upstream connection calls the exchange back; the exchange hands the decisions
+(what the response head becomes, whether to retry) to the pipeline.
 """
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING
 
+from bastion.gateway import pipeline
 from bastion.gateway.responses import Response, status_line
 
 if TYPE_CHECKING:
+    from bastion.errors import UpstreamError
     from bastion.gateway.connection import ClientConnection
+    from bastion.gateway.context import RequestContext
+    from bastion.gateway.runtime import Chain, RouteRuntime, Runtime
     from bastion.gateway.upstream import UpstreamConnection
 
 Header = tuple[bytes, bytes]
@@ -24,45 +28,32 @@ _BUFFER_LIMIT = 256 * 1024  # request body bytes held while no upstream is conne
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 #: response headers the gateway never relays (hop-by-hop, RFC 9110 §7.6.1; framing is rebuilt)
 _RESPONSE_DROPPED = frozenset(
-    {
-        b"connection",
-        b"keep-alive",
-        b"proxy-connection",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"upgrade",
-        b"content-length",
-        b"x-request-id",
-    }
-)
-
-
-class BodyTooLarge(Exception):
-    """The request body grew past its limit while streaming."""
+    {b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding",
+     b"upgrade", b"content-length", b"x-request-id"}
+)  # fmt: skip
 
 
 class Exchange:
     """See the module docstring. Created by the ClientConnection at the start of a request."""
 
     __slots__ = (
+        "attempt",
         "body_bytes",
         "body_done",
         "body_limit",
-        "body_overflow",
         "body_sent",
         "buffer",
         "buffered",
         "bytes_out",
+        "chain",
         "chunked_in",
         "chunked_out",
         "closing",
         "conn",
         "content_length",
         "continue_sent",
-        "done",
-        "early",
-        "early_end",
+        "corked",
+        "ctx",
         "expect_continue",
         "finished",
         "headers",
@@ -73,7 +64,9 @@ class Exchange:
         "no_body",
         "request_id",
         "response_until_close",
+        "route",
         "route_name",
+        "runtime",
         "sink",
         "start",
         "started",
@@ -82,7 +75,8 @@ class Exchange:
         "tunnel_pending",
         "upgrade",
         "upstream",
-    )
+        "upstream_request",
+    )  # fmt: skip
 
     def __init__(self, conn: ClientConnection) -> None:
         self.conn = conn
@@ -109,20 +103,23 @@ class Exchange:
         self.response_until_close = False
         self.no_body = False
         self.bytes_out = 0
-        self.done: asyncio.Future[bool] | None = None  # set when the response body ended
         self.upstream: UpstreamConnection | None = None
         self.tunnel_pending: list[bytes] | None = None
         self.start = 0.0
         self.route_name = ""
         self.request_id = ""
-        self.body_overflow = False
         self.closing = False  # close the client connection after this exchange
         self.body_sent = 0  # request body bytes written upstream
         self.finished = False
-        self.early: list[bytes] | None = None  # response body that came before the head was written
-        self.early_end: bool | None = None
+        self.corked: list[bytes] | None = None
+        self.runtime: Runtime | None = None
+        self.route: RouteRuntime | None = None
+        self.ctx: RequestContext | None = None
+        self.chain: Chain | None = None
+        self.upstream_request = b""  # the request head sent upstream
+        self.attempt = 0
 
-    # --- request body, from the client parser --------------------------------------------------
+    # --- request body, from the client parser
     @property
     def has_body(self) -> bool:
         return self.chunked_in or bool(self.content_length)
@@ -130,7 +127,6 @@ class Exchange:
     def feed_body(self, chunk: bytes) -> None:
         self.body_bytes += len(chunk)
         if self.body_limit and self.body_bytes > self.body_limit:
-            self.body_overflow = True
             self.conn.body_too_large(self)
             return
         sink = self.sink
@@ -155,12 +151,7 @@ class Exchange:
 
     def want_body(self) -> None:
         """Tell a client that sent `Expect: 100-continue` to go on (RFC 9110 §10.1.1)."""
-        if (
-            self.expect_continue
-            and not self.continue_sent
-            and not self.body_done
-            and not self.started
-        ):
+        if self.expect_continue and not (self.continue_sent or self.body_done or self.started):
             self.continue_sent = True
             self.conn.write(_CONTINUE)
 
@@ -186,23 +177,49 @@ class Exchange:
         self.sink = None
         self.upstream = None
 
-    # --- backpressure
-    def pause_client_reading(self) -> None:
-        self.conn.pause_reading()
+    # --- callbacks from the upstream connection
+    def response_head(self, status: int, headers: list[Header]) -> None:
+        pipeline.on_response_head(self, status, headers)
 
-    def resume_client_reading(self) -> None:
-        self.conn.resume_reading()
+    def upstream_failed(self, upstream: UpstreamConnection, error: UpstreamError) -> None:
+        pipeline.on_upstream_failure(self, upstream, error)
 
-    # --- response, to the client -----------------------------------------------------------------
+    def upstream_body(self, chunk: bytes) -> None:
+        if self.no_body or not chunk or self.finished:
+            return
+        self.bytes_out += len(chunk)
+        self._write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if self.chunked_out else chunk)
+
+    def upstream_body_end(self, clean: bool) -> None:
+        if self.finished:
+            return
+        if self.chunked_out and clean:
+            self._write(b"0\r\n\r\n")
+        if not clean:
+            self.closing = True
+        pipeline.complete(self, clean)
+
+    def cork(self) -> None:
+        """Collect writes to the client until uncork(): one write per upstream read."""
+        if self.corked is None:
+            self.corked = []
+
+    def uncork(self) -> None:
+        corked, self.corked = self.corked, None
+        if corked:
+            self.conn.write(corked[0] if len(corked) == 1 else b"".join(corked))
+
+    def _write(self, data: bytes) -> None:
+        if self.corked is not None:
+            self.corked.append(data)
+        else:
+            self.conn.write(data)
+
+    # --- the response, to the client
     def write_head(
-        self,
-        status: int,
-        headers: list[Header],
-        *,
-        length: int | None,
-        extra: bytes = b"",
+        self, status: int, headers: list[Header], *, length: int | None, extra: bytes = b"",
         body: bytes = b"",
-    ) -> None:
+    ) -> None:  # fmt: skip
         """Write the response head; framing is decided here from `length` and the request."""
         conn = self.conn
         self.status = status
@@ -237,25 +254,7 @@ class Exchange:
         if body and not self.no_body:
             out.append(body)
             self.bytes_out += len(body)
-        early, self.early = self.early, None
-        if early and (not self.no_body or status == 101):
-            # the body that came with the upstream's head leaves in the same write (one syscall)
-            for chunk in early:
-                self.bytes_out += len(chunk)
-                out.append(b"%x\r\n%b\r\n" % (len(chunk), chunk) if self.chunked_out else chunk)
-        if early and self.upstream is not None:
-            self.upstream.resume_reading()
-        end = self.early_end
-        if end is not None:
-            self.early_end = None
-            if self.chunked_out and end:
-                out.append(b"0\r\n\r\n")
-        conn.write(b"".join(out))
-        if end is not None:
-            if not end:
-                self.closing = True
-            if self.done is not None and not self.done.done():
-                self.done.set_result(end)
+        self._write(b"".join(out))
 
     def send_response(self, response: Response) -> None:
         """Write a whole response the gateway or a plugin made."""
@@ -266,47 +265,18 @@ class Exchange:
             response.status, response.headers, length=len(response.body), body=response.body
         )
 
-    def upstream_body(self, chunk: bytes) -> None:
-        if not self.started:
-            if self.early is None:
-                self.early = []
-            self.early.append(chunk)
-            if len(self.early) > 16 and self.upstream is not None:
-                self.upstream.pause_reading()
-            return
-        if self.no_body or not chunk:
-            return
-        self.bytes_out += len(chunk)
-        if self.chunked_out:
-            self.conn.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
-        else:
-            self.conn.write(chunk)
-
-    def upstream_body_end(self, clean: bool) -> None:
-        if not self.started:
-            self.early_end = clean
-            return
-        self.early_end = None
-        if self.chunked_out and clean:
-            self.conn.write(b"0\r\n\r\n")
-        if not clean:
-            self.closing = True
-        if self.done is not None and not self.done.done():
-            self.done.set_result(clean)
-
     # --- upgrade tunnel (WebSocket)
     def tunnel_from_upstream(self, data: bytes) -> None:
-        if not self.started:  # bytes right behind the 101 wait for its head to be written
-            if self.early is None:
-                self.early = []
-            self.early.append(data)
+        if self.finished:
             return
         self.bytes_out += len(data)
-        self.conn.write(data)
+        self._write(data)
 
     def tunnel_from_client(self, data: bytes) -> None:
-        if self.upstream is not None and self.started and self.status == 101:
-            self.upstream.write(data)
+        upstream = self.upstream
+        if upstream is not None and self.started and self.status == 101:
+            upstream.deadline = self.conn.loop.time() + upstream.pool.timeout
+            upstream.write(data)
         else:
             if self.tunnel_pending is None:
                 self.tunnel_pending = []
@@ -321,5 +291,5 @@ class Exchange:
         self.conn.resume_reading()
 
     def tunnel_closed(self) -> None:
-        if self.done is not None and not self.done.done():
-            self.done.set_result(True)
+        self.closing = True
+        pipeline.complete(self, True)

@@ -91,9 +91,12 @@ def upstream_head(
     if raw_query:
         target += b"?" + raw_query
     out = [ctx.method.encode("ascii"), b" ", target, b" HTTP/1.1\r\n"]
+    forwarded_for: list[bytes] = []
     for name, value in ctx.headers:
         low = name.lower()
         if low in DROPPED or low in drop_extra:
+            if low == b"x-forwarded-for":
+                forwarded_for.append(value)  # several lines join as one list (RFC 9110 §5.3)
             continue
         if (
             low.startswith(identity_prefixes)
@@ -107,21 +110,24 @@ def upstream_head(
             continue
         out += (name, b": ", value, b"\r\n")
     client_host = lookup.get(b"host", b"")
-    host = client_host if preserve_host and client_host else pool.host_header
-    out += (b"Host: ", host, b"\r\n")
-    client_ip = ctx.client_ip.encode()
-    forwarded_for = lookup.get(b"x-forwarded-for")
-    out += (
-        b"X-Forwarded-For: ",
-        forwarded_for + b", " + client_ip if forwarded_for else client_ip,
-        b"\r\n",
-    )
-    proto = lookup.get(b"x-forwarded-proto") if trusted_peer else None
-    out += (b"X-Forwarded-Proto: ", proto or ctx.scheme.encode(), b"\r\n")
-    fwd_host = lookup.get(b"x-forwarded-host") if trusted_peer else None
-    if fwd_host or client_host:
-        out += (b"X-Forwarded-Host: ", fwd_host or client_host, b"\r\n")
-    out += (b"X-Request-Id: ", ctx.request_id.encode(), b"\r\n")
+    forwarded_for.append(ctx.client_ip.encode())
+    proto = (lookup.get(b"x-forwarded-proto") if trusted_peer else None) or ctx.scheme.encode()
+    fwd_host = (lookup.get(b"x-forwarded-host") if trusted_peer else None) or client_host
+    rebuilt: list[Header] = [
+        (b"Host", client_host if preserve_host and client_host else pool.host_header),
+        (b"X-Forwarded-For", b", ".join(forwarded_for)),
+        (b"X-Forwarded-Proto", proto),
+        (b"X-Request-Id", ctx.request_id.encode()),
+    ]
+    if fwd_host:
+        rebuilt.append((b"X-Forwarded-Host", fwd_host))
+    for name, value in rebuilt:
+        # a plugin's set or remove wins over the gateway's own value, and never doubles it
+        low = name.lower()
+        if (edits_set is None or low not in edits_set) and (
+            edits_remove is None or low not in edits_remove
+        ):
+            out += (name, b": ", value, b"\r\n")
     if upgrade:
         out += (b"Connection: upgrade\r\nUpgrade: ", lookup.get(b"upgrade", b""), b"\r\n")
     if edits_set:

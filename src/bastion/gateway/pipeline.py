@@ -1,47 +1,53 @@
 """The one straight line a request walks (DESIGN.md "The one idea").
 
-health → target → normalize → route → plugin chain → proxy upstream → response chain → client
+    health → target → normalize → route → plugin chain → proxy upstream → response chain → client
+
+It runs as plain calls, not a task per request: a coroutine is started only where something
+must be awaited (a plugin's on_request, or a new upstream connection). The upstream connection
+calls back into on_response_head, on_upstream_failure and complete.
 """
 
 from __future__ import annotations
 
-import asyncio
+import ssl
 from typing import TYPE_CHECKING
 
 import httptools
 
 from bastion.gateway.context import RequestContext, ResponseHead
-from bastion.gateway.forwarding import request_id, upstream_head
-from bastion.gateway.responses import NO_ROUTE, Response, json_error, json_response
+from bastion.gateway.forwarding import connection_tokens, request_id, upstream_head
+from bastion.gateway.responses import NO_ROUTE, json_error, json_response
 from bastion.gateway.routing import BadPath, host_of, normalize_path
 from bastion.gateway.upstream import UpstreamClosed, UpstreamTimeout
 from bastion.ops.logging import LOG
 
 if TYPE_CHECKING:
+    from bastion.errors import UpstreamError
     from bastion.gateway.exchange import Exchange
-    from bastion.gateway.runtime import Chain, RouteRuntime, Runtime
+    from bastion.gateway.responses import Response
+    from bastion.gateway.runtime import Runtime
     from bastion.gateway.server import Worker
+    from bastion.gateway.upstream import UpstreamConnection
 
 #: RFC 9110 §9.2.2: safe to send again when a pooled connection turned out to be dead
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 _CHUNKED = b"Transfer-Encoding: chunked\r\n"
 
 
-async def run_exchange(worker: Worker, ex: Exchange) -> None:
+def start(worker: Worker, ex: Exchange) -> None:
     """Answer one request on the runtime that is current when it starts (reload-safe)."""
     runtime = worker.runtime
     runtime.inflight += 1
+    ex.runtime = runtime
     try:
-        await _handle(worker, runtime, ex)
+        if not _route(worker, runtime, ex):
+            _finish(ex)
+        elif ex.chain is not None and ex.chain.request:
+            worker.loop.create_task(_run_plugins(ex))
+        else:
+            _forward(ex)
     except Exception as exc:  # a bug must cost one request, never the worker
-        LOG.error("internal error", request_id=ex.request_id, error=repr(exc))
-        ex.closing = True
-        if not ex.started:
-            ex.send_response(json_error(500, "internal_error"))
-    finally:
-        runtime.request_done()
-        worker.log_exchange(ex)
-        ex.conn.finish(ex)
+        _crash(ex, exc)
 
 
 def _split_target(ex: Exchange) -> tuple[bytes, bytes, bytes | None]:
@@ -59,7 +65,8 @@ def _split_target(ex: Exchange) -> tuple[bytes, bytes, bytes | None]:
     return (path[:hash_mark] if hash_mark >= 0 else path), query, None
 
 
-async def _handle(worker: Worker, runtime: Runtime, ex: Exchange) -> None:
+def _route(worker: Worker, runtime: Runtime, ex: Exchange) -> bool:
+    """Find the route and build the context; False when the request was answered here."""
     try:
         raw_path, raw_query, authority = _split_target(ex)
         if authority is not None:
@@ -68,159 +75,219 @@ async def _handle(worker: Worker, runtime: Runtime, ex: Exchange) -> None:
         health = runtime.health_paths.get(text)
         if health is not None:
             ex.send_response(worker.health_response(health))
-            return
+            return False
         path = normalize_path(text)
     except (BadPath, httptools.HttpParserInvalidURLError, ValueError) as exc:
         ex.send_response(json_error(400, "bad_request", str(exc), close=True))
-        return
+        return False
     host = host_of(ex.lookup.get(b"host", b"").decode("latin-1"))
     route = runtime.router.match(host, path)
     ex.request_id = request_id(ex.lookup.get(b"x-request-id"))
     if route is None:
         ex.send_response(NO_ROUTE)
-        return
+        return False
+    ex.route = route
     ex.route_name = route.name
     ex.body_limit = route.max_body
-    if route.max_body and (
-        (ex.content_length or 0) > route.max_body or ex.body_bytes > route.max_body
-    ):
+    if route.max_body and max(ex.content_length or 0, ex.body_bytes) > route.max_body:
         ex.send_response(json_error(413, "request_too_large", close=True))
-        return
+        return False
     ctx = RequestContext(
-        ex.method,
-        path,
-        raw_query.decode("latin-1"),
-        host,
-        ex.headers,
-        ex.lookup,
-        ex.conn.client_ip,
-        ex.conn.scheme,
-        ex.request_id,
-        ex.http_version,
-    )
+        ex.method, path, raw_query.decode("latin-1"), host, ex.headers, ex.lookup,
+        ex.conn.client_ip, ex.conn.scheme, ex.request_id, ex.http_version,
+    )  # fmt: skip
     ctx.route = route
     ctx.runtime = runtime
-    chain = route.chain_for(host)
-    for step in chain.request:
-        answer = await step.on_request(ctx)
-        if answer is not None:
-            _add_response_headers(ctx, answer)
-            ex.send_response(answer)
-            return
-    await _proxy(worker, runtime, ex, ctx, route, chain, raw_query)
+    ex.ctx = ctx
+    ex.chain = route.chain_for(host)
+    return True
 
 
-def _add_response_headers(ctx: RequestContext, response: Response) -> None:
+async def _run_plugins(ex: Exchange) -> None:
+    ctx, chain = ex.ctx, ex.chain
+    assert ctx is not None and chain is not None
+    try:
+        for step in chain.request:
+            answer = await step.on_request(ctx)
+            if answer is not None:
+                _with_response_headers(ctx, answer)
+                ex.send_response(answer)
+                _finish(ex)
+                return
+        if ex.conn.closed:
+            _finish(ex)
+        else:
+            _forward(ex)
+    except Exception as exc:
+        _crash(ex, exc)
+
+
+def _with_response_headers(ctx: RequestContext, response: Response | ResponseHead) -> None:
     if ctx.response_set:
         names = set(ctx.response_set)
         response.headers = [h for h in response.headers if h[0].lower() not in names]
         response.headers.extend(ctx.response_set.values())
 
 
-async def _proxy(
-    worker: Worker,
-    runtime: Runtime,
-    ex: Exchange,
-    ctx: RequestContext,
-    route: RouteRuntime,
-    chain: Chain,
-    raw_query: bytes,
-) -> None:
-    pool = route.pool
+def _forward(ex: Exchange) -> None:
+    route, ctx = ex.route, ex.ctx
+    assert route is not None and ctx is not None and ex.runtime is not None
     if ex.chunked_in:
         framing = _CHUNKED
     elif ex.content_length is not None:
         framing = b"Content-Length: %d\r\n" % ex.content_length
     else:
         framing = b""
-    head = upstream_head(
-        ctx,
-        pool,
-        raw_query,
-        framing=framing,
-        preserve_host=route.preserve_host,
-        trusted_peer=ex.conn.trusted,
-        upgrade=ex.upgrade,
-        identity_names=runtime.identity_names,
-        identity_prefixes=runtime.identity_prefixes,
-    )
-    loop = worker.loop
-    for attempt in (0, 1):
-        try:
-            upstream = await pool.acquire()
-        except (TimeoutError, OSError) as exc:
-            worker.metrics.upstream_error(pool.name, "connect")
-            reason = (
-                "timed out connecting"
-                if isinstance(exc, asyncio.TimeoutError)
-                else "refused the connection"
-            )
-            ex.send_response(json_error(502, "upstream_unavailable", f"the upstream {reason}"))
-            return
-        if ex.conn.closed:
-            upstream.release(reusable=True)
-            return
-        ex.done = loop.create_future()
-        future = upstream.send(ex, head, ex.method == "HEAD")
-        ex.attach(upstream)
-        try:
-            status, headers = await future
-            break
-        except UpstreamTimeout:
-            ex.detach()
-            worker.metrics.upstream_error(pool.name, "timeout")
-            ex.send_response(
-                json_error(504, "upstream_timeout", "the upstream did not answer in time")
-            )
-            return
-        except UpstreamClosed as exc:
-            ex.detach()
-            upstream.close()
-            retry = (
-                attempt == 0
-                and upstream.reused
-                and exc.sent_nothing_back
-                and ex.body_sent == 0
-                and ex.method in IDEMPOTENT
-                and not ex.conn.closed
-            )
-            if retry:
-                continue
-            worker.metrics.upstream_error(pool.name, "reset")
-            ex.send_response(json_error(502, "upstream_unavailable", str(exc)))
-            return
-    else:  # pragma: no cover - the loop always breaks or returns
-        return
+    ex.upstream_request = upstream_head(
+        ctx, route.pool, ctx.query.encode("latin-1"), framing=framing,
+        preserve_host=route.preserve_host, trusted_peer=ex.conn.trusted, upgrade=ex.upgrade,
+        identity_names=ex.runtime.identity_names, identity_prefixes=ex.runtime.identity_prefixes,
+    )  # fmt: skip
+    _send(ex, fresh=False)
 
-    response = ResponseHead(status, headers)
-    for step in chain.response:
-        step.on_response(ctx, response)
-    if ctx.response_set:
-        names = set(ctx.response_set)
-        response.headers = [h for h in response.headers if h[0].lower() not in names]
-        response.headers.extend(ctx.response_set.values())
-    if response.status == 101 and ex.upgrade:
-        upgrade = b"Connection: upgrade\r\nUpgrade: " + _header(headers, b"upgrade") + b"\r\n"
-        ex.write_head(101, response.headers, length=None, extra=upgrade)
+
+def _send(ex: Exchange, fresh: bool) -> None:
+    assert ex.route is not None
+    upstream = None if fresh else ex.route.pool.take_idle()
+    if upstream is None:
+        ex.conn.worker.loop.create_task(_connect(ex))
+    else:
+        _dispatch(ex, upstream)
+
+
+async def _connect(ex: Exchange) -> None:
+    assert ex.route is not None
+    pool = ex.route.pool
+    try:
+        upstream = await pool.connect()
+    except (OSError, TimeoutError) as exc:
+        if isinstance(exc, ssl.SSLError):
+            kind, reason = "tls", f"the TLS handshake with the upstream failed: {exc.reason}"
+        elif isinstance(exc, TimeoutError):
+            kind, reason = "connect", "the upstream timed out connecting"
+        else:
+            kind, reason = "connect", "the upstream refused the connection"
+        ex.conn.worker.metrics.upstream_error(pool.name, kind)
+        ex.send_response(json_error(502, "upstream_unavailable", reason))
+        _finish(ex)
+        return
+    except Exception as exc:
+        _crash(ex, exc)
+        return
+    if ex.conn.closed:
+        pool.put(upstream)  # fresh and unused: keep it for the next request
+        _finish(ex)
+        return
+    _dispatch(ex, upstream)
+
+
+def _dispatch(ex: Exchange, upstream: UpstreamConnection) -> None:
+    upstream.send(ex, ex.upstream_request, ex.method == "HEAD")
+    ex.attach(upstream)
+
+
+def on_upstream_failure(ex: Exchange, upstream: UpstreamConnection, error: UpstreamError) -> None:
+    """No response head came: retry once on a fresh connection, or answer 502 / 504."""
+    ex.detach()
+    metrics = ex.conn.worker.metrics
+    name = upstream.pool.name
+    if isinstance(error, UpstreamTimeout):
+        metrics.upstream_error(name, "timeout")
+        ex.send_response(json_error(504, "upstream_timeout", str(error)))
+        _finish(ex)
+        return
+    upstream.close()
+    retry = (
+        isinstance(error, UpstreamClosed) and error.sent_nothing_back and upstream.reused
+        and ex.attempt == 0 and ex.body_sent == 0 and ex.method in IDEMPOTENT
+        and not ex.conn.closed
+    )  # fmt: skip
+    if retry:
+        ex.attempt += 1
+        _send(ex, fresh=True)
+        return
+    metrics.upstream_error(name, "reset")
+    ex.send_response(json_error(502, "upstream_unavailable", str(error)))
+    _finish(ex)
+
+
+def on_response_head(ex: Exchange, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+    """The upstream's head arrived: response plugins, then the head to the client."""
+    ctx, chain = ex.ctx, ex.chain
+    assert ctx is not None and chain is not None
+    if status == 101 and not ex.upgrade:
+        _bad_upstream(ex, "the upstream switched protocols without being asked to")
+        return
+    upgrade = _header(headers, b"upgrade")
+    named = connection_tokens(_header(headers, b"connection"))
+    if named:  # headers the upstream's Connection names are hop-by-hop too (RFC 9110 §7.6.1)
+        headers = [h for h in headers if h[0].lower() not in named]
+    head = ResponseHead(status, headers)
+    try:
+        for step in chain.response:
+            step.on_response(ctx, head)
+    except Exception as exc:
+        _crash(ex, exc)
+        return
+    _with_response_headers(ctx, head)
+    if status == 101:
+        extra = b"Connection: upgrade\r\nUpgrade: " + upgrade + b"\r\n"
+        ex.write_head(101, head.headers, length=None, extra=extra)
         ex.tunnel_open()
-        await ex.done
-        upstream.release(reusable=False)
-        ex.closing = True
         return
     if ex.upgrade:
         ex.closing = True  # the client parser stopped at the Upgrade head: this connection ends
     length = _content_length(headers)
     ex.response_until_close = (
-        length is None
-        and not _is_chunked(headers)
-        and status not in (204, 304)
-        and status >= 200
-        and ex.method != "HEAD"
-    )
-    ex.write_head(response.status, response.headers, length=length)
-    clean = await ex.done
-    upstream.release(reusable=clean and ex.body_done and not ex.conn.closed)
+        length is None and not _is_chunked(headers) and status not in (204, 304)
+        and status >= 200 and ex.method != "HEAD"
+    )  # fmt: skip
+    ex.write_head(head.status, head.headers, length=length)
+
+
+def _bad_upstream(ex: Exchange, message: str) -> None:
+    upstream = ex.upstream
     ex.detach()
+    if upstream is not None:
+        upstream.close()
+        ex.conn.worker.metrics.upstream_error(upstream.pool.name, "protocol")
+    ex.send_response(json_error(502, "upstream_unavailable", message))
+    _finish(ex)
+
+
+def complete(ex: Exchange, clean: bool) -> None:
+    """The response ended (cleanly or not): release the upstream connection and finish."""
+    if ex.finished:
+        return
+    ex.uncork()
+    upstream = ex.upstream
+    ex.detach()
+    if upstream is not None:
+        upstream.release(reusable=clean and ex.body_done and not ex.conn.closed)
+    _finish(ex)
+
+
+def _finish(ex: Exchange) -> None:
+    if ex.finished:
+        return
+    ex.finished = True
+    ex.uncork()
+    if ex.runtime is not None:
+        ex.runtime.request_done()
+    worker = ex.conn.worker
+    worker.log_exchange(ex)
+    ex.conn.finish(ex)
+
+
+def _crash(ex: Exchange, exc: Exception) -> None:
+    LOG.error("internal error", request_id=ex.request_id, error=repr(exc))
+    ex.closing = True
+    if not ex.started:
+        ex.send_response(json_error(500, "internal_error"))
+    if ex.upstream is not None:
+        ex.upstream.abort()
+        ex.detach()
+    _finish(ex)
 
 
 def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes:

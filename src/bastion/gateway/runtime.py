@@ -72,6 +72,7 @@ class Runtime:
         router: RouteMatcher[RouteRuntime],
         pools: dict[str, UpstreamPool],
         plugins: list[Plugin],
+        identity_names: frozenset[bytes] = IDENTITY_NAMES,
     ) -> None:
         self.config = config
         self.limits = config.limits
@@ -88,7 +89,7 @@ class Runtime:
             }
         )
         self.trusted = [ipaddress.ip_network(p, strict=False) for p in config.trusted_proxies]
-        self.identity_names = IDENTITY_NAMES
+        self.identity_names = identity_names
         self.identity_prefixes = IDENTITY_PREFIXES
         self.inflight = 0
         self.retired = False
@@ -133,9 +134,10 @@ class Runtime:
 
 def _chain(steps: list[tuple[int, str, Step]]) -> Chain:
     ordered = [step for _, _, step in sorted(steps, key=lambda item: (-item[0], item[1]))]
+    # requests go down the priorities, responses come back up them (as Envoy's filter chain)
     return Chain(
         tuple(s for s in ordered if s.handles_request),
-        tuple(s for s in ordered if s.handles_response),
+        tuple(s for s in reversed(ordered) if s.handles_response),
     )
 
 
@@ -185,29 +187,31 @@ async def build_runtime(
     deps = PluginDeps(clock=clock, route_names=frozenset(r.name for r in config.routes))
     plugins: list[Plugin] = []
     bound: dict[str, tuple[PluginRules, Plugin, dict[int, Step | None]]] = {}
-    try:
-        for name, rules in resolved.items():
+    problems: list[tuple[str, str]] = []
+    for name, rules in resolved.items():
+        try:
             plugin = rules.cls(rules.instance, deps)
-            plugins.append(plugin)
-            bound[name] = (rules, plugin, {})
-        pools = {s.name: UpstreamPool(s, loop) for s in config.services}
-        routes: list[RouteSpec[RouteRuntime]] = []
-        for route in config.routes:
-            chains, default = _route_chains(route.name, bound)
-            max_body = (
-                route.limits.max_request_body if route.limits else config.limits.max_request_body
-            )
-            runtime_route = RouteRuntime(
-                route.name, pools[route.service], max_body, route.preserve_host, chains, default
-            )
-            routes.append(RouteSpec(route.domains, route.path, route.path_type, runtime_route))
-    except ConfigError as exc:
+        except ConfigError as exc:  # the plugin names paths below its own section
+            base = f"plugins.{name}"
+            problems.extend((f"{base}.{p}" if p else base, m) for p, m in exc.problems)
+            continue
+        plugins.append(plugin)
+        bound[name] = (rules, plugin, {})
+    if problems:
         for plugin in plugins:
             await plugin.aclose()
-        raise ConfigError(
-            [
-                (f"plugins.{p}" if not p.startswith(("plugins", "routes")) else p, m)
-                for p, m in exc.problems
-            ]
-        ) from None
-    return Runtime(config, RouteMatcher(routes), pools, plugins)
+        raise ConfigError(problems)
+    pools = {s.name: UpstreamPool(s, loop) for s in config.services}
+    routes: list[RouteSpec[RouteRuntime]] = []
+    for route in config.routes:
+        chains, default = _route_chains(route.name, bound)
+        limits = route.limits or config.limits
+        runtime_route = RouteRuntime(
+            route.name, pools[route.service], limits.max_request_body, route.preserve_host,
+            chains, default,
+        )  # fmt: skip
+        routes.append(RouteSpec(route.domains, route.path, route.path_type, runtime_route))
+    identity = {
+        n.lower().replace("_", "-").encode("latin-1") for p in plugins for n in p.identity_headers()
+    }
+    return Runtime(config, RouteMatcher(routes), pools, plugins, IDENTITY_NAMES | identity)

@@ -25,11 +25,11 @@ from typing import TYPE_CHECKING, Any
 import uvloop
 
 from bastion.config.fields import parse_host_port
-from bastion.config.loader import load_config
+from bastion.config.loader import load_config, load_config_text, read_config_text
 from bastion.config.model import Config
 from bastion.errors import ConfigError
 from bastion.gateway.connection import ClientConnection
-from bastion.gateway.pipeline import health_body, run_exchange
+from bastion.gateway.pipeline import health_body, start
 from bastion.gateway.runtime import Runtime, build_runtime
 from bastion.ops.logging import LOG, redact_query
 from bastion.ops.metrics import Metrics, merge
@@ -50,20 +50,45 @@ def listen_socket(address: str, reuse_port: bool) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     if reuse_port:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise OSError(exc.errno, f"cannot listen on {address}: {exc.strerror}") from None
     sock.listen(2048)
     sock.setblocking(False)
     return sock
 
 
 def tls_context(config: Config) -> ssl.SSLContext | None:
+    """The listener's TLS context, or a ConfigError naming the file that cannot be used."""
     if config.tls is None:
         return None
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(config.tls.cert, config.tls.key)
+    for field, path in (("tls.cert", config.tls.cert), ("tls.key", config.tls.key)):
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as exc:
+            raise ConfigError([(field, f"cannot read {path}: {exc.strerror}")]) from None
+    try:
+        context.load_cert_chain(config.tls.cert, config.tls.key)
+    except (ssl.SSLError, ValueError) as exc:
+        raise ConfigError([("tls", f"cannot load the certificate and key: {exc}")]) from None
     context.set_alpn_protocols(["http/1.1"])
     return context
+
+
+def start_admin(controller: Any, config: Config, spawn: Any) -> Any:
+    """Bind the admin listener now (a busy port fails the start) and serve the admin app."""
+    from bastion.admin.app import admin_server, create_app
+
+    assert config.admin is not None
+    sock = listen_socket(config.admin.listen, reuse_port=False)
+    server = admin_server(create_app(controller, config.admin.token))
+    spawn(server.serve(sockets=[sock]))
+    return server
 
 
 def file_signature(path: Path) -> tuple[int, int, int] | None:
@@ -88,6 +113,7 @@ class Worker:
     ) -> None:
         self.config_path = config_path
         self.config = config
+        self.loaded_signature = file_signature(config_path)
         self.serve_admin = serve_admin
         self.reuse_port = reuse_port
         self.metrics_file = metrics_file
@@ -117,13 +143,11 @@ class Worker:
         for sig in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(sig, self.begin_drain)
         self.loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self.reload()))
+        if file_signature(self.config_path) != self.loaded_signature:
+            self._spawn(self.reload())  # the file changed while starting: a SIGHUP may be lost
         if self.serve_admin:
             if self.config.admin is not None:
-                from bastion.admin.app import admin_server, create_app
-
-                host, port = parse_host_port(self.config.admin.listen)
-                self.admin = admin_server(create_app(self, self.config.admin.token), host, port)
-                self._spawn(self.admin.serve())
+                self.admin = start_admin(self, self.config, self._spawn)
             if self.config.watch:
                 self._spawn(self._watch())
         LOG.info("listening", listen=self.config.listen_addresses, pid=os.getpid())
@@ -171,8 +195,7 @@ class Worker:
             self.metrics.active_connections -= 1
 
     def start_exchange(self, ex: Exchange) -> None:
-        ex.body_limit = self.runtime.limits.max_request_body
-        self.loop.create_task(run_exchange(self, ex))
+        start(self, ex)
 
     def health_response(self, kind: str) -> Response:
         return health_body(kind == "healthz" or self.is_ready())
@@ -287,7 +310,7 @@ def run_worker(
             LOG.error("invalid config", problems=[f"{p}: {m}" if p else m for p, m in exc.problems])
             return 1
         except OSError as exc:
-            LOG.error("cannot listen", error=str(exc))
+            LOG.error(exc.strerror or str(exc))
             return 1
         await worker.stopped.wait()
         return 0
@@ -307,7 +330,12 @@ class Supervisor:
         self.config = config
         self.count = workers
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
-        self.metrics_dir = Path(tempfile.mkdtemp(prefix="bastion-metrics-"))
+        # private (0700) state shared with the workers: their metrics, and the last config that
+        # passed validation, which is what workers load (a restarted worker must not pick up an
+        # edited but unvalidated file)
+        self.metrics_dir = Path(tempfile.mkdtemp(prefix="bastion-"))
+        self.snapshot = self.metrics_dir / "config.yaml"
+        self._write_snapshot(config_path.read_text(encoding="utf-8"))
         self.stopping = False
         self.reloads = {"ok": 0, "error": 0}
         self._reload_lock: asyncio.Lock | None = None
@@ -318,11 +346,18 @@ class Supervisor:
             "-m",
             "bastion.gateway.worker_main",
             "--config",
-            str(self.config_path),
+            str(self.snapshot),
             "--metrics-file",
             str(self.metrics_dir / f"worker-{index}.json"),
         ]
         self.procs[index] = subprocess.Popen(command, stdin=subprocess.DEVNULL)
+
+    def _write_snapshot(self, text: str) -> None:
+        tmp = self.snapshot.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it may hold secrets
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+        tmp.replace(self.snapshot)
 
     def metrics_snapshot(self) -> dict[str, Any]:
         snapshots = []
@@ -340,7 +375,8 @@ class Supervisor:
         assert self._reload_lock is not None
         async with self._reload_lock:
             try:
-                config = load_config(self.config_path)
+                text = read_config_text(self.config_path)
+                config = load_config_text(text, source=str(self.config_path))
                 runtime = await build_runtime(config, asyncio.get_running_loop())
                 await runtime.aclose()
             except ConfigError as exc:
@@ -349,6 +385,7 @@ class Supervisor:
                 LOG.error("reload refused: the old config keeps serving", problems=problems)
                 return problems
             self.config = config
+            self._write_snapshot(text)
             for proc in self.procs.values():
                 with contextlib.suppress(ProcessLookupError):
                     proc.send_signal(signal.SIGHUP)
@@ -372,6 +409,11 @@ class Supervisor:
 
     async def _main(self, loop: asyncio.AbstractEventLoop) -> int:
         self._reload_lock = asyncio.Lock()
+        try:
+            admin = start_admin(self, self.config, loop.create_task) if self.config.admin else None
+        except OSError as exc:
+            LOG.error(exc.strerror or str(exc))
+            return 1
         for index in range(self.count):
             self._spawn(index)
         stop = asyncio.Event()
@@ -386,13 +428,6 @@ class Supervisor:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, on_stop)
         loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload()))
-        admin = None
-        if self.config.admin is not None:
-            from bastion.admin.app import admin_server, create_app
-
-            host, port = parse_host_port(self.config.admin.listen)
-            admin = admin_server(create_app(self, self.config.admin.token), host, port)
-            loop.create_task(admin.serve())
         if self.config.watch:
             loop.create_task(self._watch())
         LOG.info("supervising", workers=self.count, pid=os.getpid())

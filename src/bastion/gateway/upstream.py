@@ -1,9 +1,10 @@
 """Upstream side of the data path: pooled keep-alive HTTP/1.1 connections parsed by llhttp.
 
-An UpstreamConnection carries one exchange at a time. It hands the response head to the
-exchange through a future, streams body chunks to it as they arrive (the exchange writes them
-to the client and pauses this connection when the client is slow), and goes back to its
-UpstreamPool when the response ended cleanly and both sides allow keep-alive.
+An UpstreamConnection carries one exchange at a time and calls it back as the response arrives:
+the head (or the failure that came instead of it), the body chunks (the exchange writes them to
+the client and pauses this connection when the client is slow), the end. It goes back to its
+UpstreamPool when the response ended cleanly and both sides allow keep-alive. What a response
+brings in one read leaves for the client in one write (the exchange is corked meanwhile).
 """
 
 from __future__ import annotations
@@ -43,7 +44,6 @@ class UpstreamConnection(asyncio.Protocol):
         "deadline",
         "exchange",
         "got_bytes",
-        "head",
         "head_request",
         "headers",
         "idle_since",
@@ -57,16 +57,15 @@ class UpstreamConnection(asyncio.Protocol):
         "status",
         "transport",
         "tunnel",
-    )
+    )  # fmt: skip
 
     def __init__(self, pool: UpstreamPool) -> None:
         self.pool = pool
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.exchange: Exchange | None = None
-        self.head: asyncio.Future[tuple[int, list[Header]]] | None = None
         self.headers: list[Header] = []
-        self.status = 0
+        self.status = 0  # of the final response; 0 until its head arrived
         self.reused = False
         self.deadline = 0.0  # loop time after which the sweeper times this request out; 0: none
         self.idle_since = 0.0
@@ -78,34 +77,48 @@ class UpstreamConnection(asyncio.Protocol):
         self.tunnel = False
         self.paused = False
 
-    # --- asyncio.Protocol -------------------------------------------------------------------
+    # --- asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
-        transport.set_write_buffer_limits(high=256 * 1024, low=64 * 1024)
+        transport.set_write_buffer_limits(high=256 * 1024, low=64 * 1024)  # type: ignore[attr-defined]
         self.open = True
         self.pool.live.add(self)
 
     def data_received(self, data: bytes) -> None:
+        ex = self.exchange
         if self.tunnel:
-            if self.exchange is not None:
-                self.exchange.tunnel_from_upstream(data)
+            if ex is None:
+                self.close()
+                return
+            self.deadline = self.pool.loop.time() + self.pool.timeout  # idle tunnels time out
+            ex.tunnel_from_upstream(data)
             return
-        if self.exchange is None:
+        if ex is None:
             self.close()  # bytes on an idle connection: the upstream is confused; never reuse it
             return
         self.got_bytes = True
+        ex.cork()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
             self.tunnel = True
+            if self.exchange is not ex or ex.status != 101:
+                self.close()  # a 101 the client did not ask for, already answered with a 502
+                return
+            self.deadline = self.pool.loop.time() + self.pool.timeout
             rest = data[exc.args[0] :] if exc.args else b""
-            if rest and self.exchange is not None:
-                self.exchange.tunnel_from_upstream(rest)
+            if rest:
+                ex.tunnel_from_upstream(rest)
         except httptools.HttpParserError as exc:
-            self._fail(
-                UpstreamClosed(f"invalid response from upstream: {exc}", sent_nothing_back=False)
-            )
             self.close()
+            message = f"invalid response from upstream: {exc}"
+            if self.status == 0:
+                self._fail(UpstreamClosed(message, sent_nothing_back=False))
+            elif not self.response_done:
+                self.response_done = True
+                ex.upstream_body_end(clean=False)
+        finally:
+            ex.uncork()
 
     def eof_received(self) -> bool | None:
         return False  # close the transport; connection_lost finishes the exchange
@@ -118,9 +131,9 @@ class UpstreamConnection(asyncio.Protocol):
         if ex is None:
             return
         if self.tunnel:
+            self.exchange = None
             ex.tunnel_closed()
-            return
-        if self.head is not None and not self.head.done():
+        elif self.status == 0:
             self._fail(
                 UpstreamClosed(
                     "the upstream closed the connection before answering",
@@ -129,16 +142,16 @@ class UpstreamConnection(asyncio.Protocol):
             )
         elif not self.response_done:
             # a body delimited by the end of the connection ends here; anything else is cut short
-            ex.upstream_body_end(clean=self.status != 0 and ex.response_until_close)
             self.response_done = True
+            ex.upstream_body_end(clean=ex.response_until_close)
 
     def pause_writing(self) -> None:
         if self.exchange is not None:
-            self.exchange.pause_client_reading()
+            self.exchange.conn.pause_reading()
 
     def resume_writing(self) -> None:
         if self.exchange is not None:
-            self.exchange.resume_client_reading()
+            self.exchange.conn.resume_reading()
 
     # --- llhttp callbacks
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -152,13 +165,15 @@ class UpstreamConnection(asyncio.Protocol):
             return
         self.status = status
         self.keep_alive = self.parser.should_keep_alive()
-        if self.head is not None and not self.head.done():
-            self.head.set_result((status, self.headers))
-        if self.head_request or status in (204, 304):
+        ex = self.exchange
+        if ex is None:
+            return
+        ex.response_head(status, self.headers)
+        if (self.head_request or status in (204, 304)) and not self.response_done:
             # llhttp cannot be told the request was HEAD; end the message here and use a fresh
             # parser for the next response on this connection
-            self._message_done()
             self.parser = httptools.HttpResponseParser(self)
+            self._message_done()
 
     def on_body(self, body: bytes) -> None:
         ex = self.exchange
@@ -173,13 +188,10 @@ class UpstreamConnection(asyncio.Protocol):
         self._message_done()
 
     # --- used by the exchange
-    def send(
-        self, exchange: Exchange, head: bytes, head_request: bool
-    ) -> asyncio.Future[tuple[int, list[Header]]]:
-        """Send a request head; the returned future gets (status, headers) of the response."""
+    def send(self, exchange: Exchange, head: bytes, head_request: bool) -> None:
+        """Send a request head; the exchange is called back with what comes of it."""
         assert self.transport is not None
         self.exchange = exchange
-        self.head = self.pool.loop.create_future()
         self.headers = []
         self.status = 0
         self.got_bytes = False
@@ -187,7 +199,6 @@ class UpstreamConnection(asyncio.Protocol):
         self.head_request = head_request
         self.deadline = 0.0
         self.transport.write(head)
-        return self.head
 
     def write(self, data: bytes) -> None:
         if self.transport is not None and self.open:
@@ -195,18 +206,19 @@ class UpstreamConnection(asyncio.Protocol):
 
     def start_response_timer(self) -> None:
         """The request is fully sent: from now the response head must come within the timeout."""
-        if not self.response_done:
+        if not self.response_done and not self.paused:
             self.deadline = self.pool.loop.time() + self.pool.timeout
 
     def timed_out(self) -> None:
         """Called by the sweeper when `deadline` passed."""
         self.deadline = 0.0
-        if self.head is not None and not self.head.done():
-            self.head.set_exception(UpstreamTimeout("the upstream did not answer in time"))
-            self.exchange = None
-        elif self.exchange is not None:
-            self.exchange.upstream_body_end(clean=False)
+        ex = self.exchange
         self.close()
+        if self.status == 0:
+            self._fail(UpstreamTimeout("the upstream did not answer in time"))
+        elif ex is not None and not self.response_done:
+            self.response_done = True
+            ex.upstream_body_end(clean=False)
 
     def pause_reading(self) -> None:
         """The client reads slower than the upstream sends: stop reading (and timing) it."""
@@ -240,14 +252,14 @@ class UpstreamConnection(asyncio.Protocol):
             ex.upstream_body_end(clean=True)
 
     def _fail(self, error: UpstreamError) -> None:
-        if self.head is not None and not self.head.done():
-            self.head.set_exception(error)
-            self.exchange = None
+        """No response head will come: tell the exchange (once) and let go of it."""
+        ex, self.exchange = self.exchange, None
+        if ex is not None:
+            ex.upstream_failed(self, error)
 
     def release(self, reusable: bool) -> None:
         """The exchange is done with this connection: pool it or close it."""
         self.exchange = None
-        self.head = None
         if self.paused:
             self.resume_reading()
         if reusable and self.open and self.keep_alive and self.response_done and not self.tunnel:
@@ -285,13 +297,17 @@ class UpstreamPool:
         self.live: set[UpstreamConnection] = set()
         self.closed = False
 
-    async def acquire(self) -> UpstreamConnection:
-        """An idle pooled connection, or a new one (raises OSError / TimeoutError)."""
+    def take_idle(self) -> UpstreamConnection | None:
+        """The most recently pooled connection still open, or None."""
         while self.idle:
             conn = self.idle.pop()
             if conn.open:
                 conn.reused = True
                 return conn
+        return None
+
+    async def connect(self) -> UpstreamConnection:
+        """A new connection (raises OSError / TimeoutError)."""
         kwargs: dict[str, Any] = {}
         if self.ssl is not None:
             kwargs = {"ssl": self.ssl, "server_hostname": self.host}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -13,6 +14,8 @@ from bastion.ops.logging import LOG
 
 
 def main() -> int:
+    # until the loop's handler is in place, a reload signal must not kill the worker
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     parser = argparse.ArgumentParser(prog="bastion-worker")
     parser.add_argument("--config", required=True, type=Path)
     parser.add_argument("--metrics-file", type=Path)

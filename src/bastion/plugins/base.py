@@ -72,5 +72,11 @@ class Plugin:
         scope; None when the plugin has nothing to do there."""
         raise NotImplementedError
 
+    def identity_headers(self) -> set[str]:
+        """Headers only this plugin may set upstream: the gateway strips them from every client
+        request on every route (SPEC §10), besides the built-in X-Mse-Consumer,
+        X-Auth-Request-* and eg-consumer-*."""
+        return set()
+
     async def aclose(self) -> None:
         """Release what __init__ built; must not fail when __init__ did."""

@@ -8,7 +8,9 @@ from bastion.config.fields import HeaderName
 from bastion.config.model import Model
 
 # Framing is the gateway's job: letting config change it would allow request smuggling.
-FRAMING_HEADERS = frozenset({"content-length", "transfer-encoding", "connection", "upgrade", "te"})
+FRAMING_HEADERS = frozenset(
+    {"content-length", "transfer-encoding", "connection", "upgrade", "te", "expect", "trailer"}
+)
 
 
 class HeaderEdits(Model):
