@@ -133,14 +133,22 @@ def load_field(run: Run, name: str) -> float:
     return float(run["measurement"]["load"][name])
 
 
-def same_round_ratios(runs: list[Run], scenario: str, reference: str) -> list[float]:
-    """scenario req/s ÷ reference req/s, for each round where both were measured."""
-    ref = {r["round"]: load_field(r, "requests_per_s") for r in measured(runs, reference)}
-    return [
-        load_field(r, "requests_per_s") / ref[r["round"]]
-        for r in measured(runs, scenario)
-        if ref.get(r["round"])
-    ]
+def rps(run: Run) -> float:
+    return load_field(run, "requests_per_s")
+
+
+def per_cpu(run: Run) -> float:
+    """Requests per CPU-second of the SUT: less sensitive than req/s to CPU taken by others."""
+    cores = float(run["measurement"]["sut_cores"])
+    return rps(run) / cores if cores > 0 else 0.0
+
+
+def same_round_ratios(
+    runs: list[Run], scenario: str, reference: str, value: Callable[[Run], float] = rps
+) -> list[float]:
+    """scenario value ÷ reference value (req/s by default), in each round where both ran."""
+    ref = {r["round"]: value(r) for r in measured(runs, reference)}
+    return [value(r) / ref[r["round"]] for r in measured(runs, scenario) if ref.get(r["round"])]
 
 
 def median_of(runs: list[Run], value: Callable[[Run], float]) -> float:
@@ -210,9 +218,7 @@ def summary_rows(runs: list[Run], references: list[str]) -> list[list[str]]:
         done = measured(runs, name)
         failed = sum(1 for r in runs if r["scenario"] == name and not r["measurement"])
         if not done:
-            rows.append(
-                [name, "failed", "", "", "", *["" for _ in references], "", "", f"{failed} failed"]
-            )
+            rows.append([name, "failed", *[""] * (7 + len(references)), f"{failed} failed"])
             continue
         rps = [load_field(r, "requests_per_s") for r in done]
         errors = sum(errors_of(r) for r in done)
@@ -233,6 +239,8 @@ def summary_rows(runs: list[Run], references: list[str]) -> list[list[str]]:
                 f"{median_of(done, lambda r: load_field(r, 'p99_ms')):.2f}",
                 *[ratio_text(same_round_ratios(runs, name, ref)) for ref in references],
                 f"{median_of(done, lambda r: r['measurement']['sut_cores']):.2f}",
+                f"{median_of(done, per_cpu):,.0f}",
+                ratio_text(same_round_ratios(runs, name, "nginx-proxy", per_cpu)),
                 rss_text(peak_rss(done)),
                 note or "0",
             ]
@@ -295,6 +303,12 @@ def headline(runs: list[Run]) -> list[str]:
                 f"- Aim of issue 3 (≥ {AIM_RATIO:.2f}x nginx-proxy and < {AIM_RSS_MB:.0f} MB "
                 f"per worker): **{verdict}** in this run."
             )
+    cost = same_round_ratios(runs, "bastion-1w", "nginx-proxy", per_cpu)
+    if cost:
+        lines.append(
+            f"- Requests per CPU-second of the SUT (less noise-sensitive): Bastion 1 worker "
+            f"{median_of(one, per_cpu):,.0f}, {ratio_text(cost)}x nginx-proxy's (same round)."
+        )
     logged = same_round_ratios(runs, "bastion-1w-log", "bastion-1w")
     if logged:
         lines.append(
@@ -386,9 +400,11 @@ def render(data: dict[str, Any]) -> str:
         f"## Results (median over {opts['rounds']} round(s))",
         "",
         "Ratios: config req/s ÷ reference req/s in the same round, median (min-max) over rounds. "
-        "SUT cores: CPU seconds of the SUT's process tree ÷ run time. RSS: peak per process "
-        "(sampled every 0.5 s; master/supervisor first), max over rounds; the first number is the "
-        "sum.",
+        "SUT cores: CPU seconds of the SUT's process tree ÷ run time. req per SUT CPU-s: req/s ÷ "
+        "SUT cores, the CPU cost per request, which CPU taken by other processes disturbs less "
+        "than req/s (its ratio to nginx-proxy favours the SUT when nginx was not CPU-bound). "
+        "RSS: peak per process (sampled every 0.5 s; master/supervisor first), max over rounds; "
+        "the first number is the sum.",
         "",
         *table(
             [
@@ -399,11 +415,13 @@ def render(data: dict[str, Any]) -> str:
                 "p99 ms",
                 *[f"x {ref}" for ref in references],
                 "SUT cores",
+                "req per SUT CPU-s",
+                "x nginx-proxy per CPU-s",
                 "peak RSS MB: total (per process)",
                 "errors",
             ],
             summary_rows(runs, references),
-            "lrrrr" + "r" * len(references) + "rll",
+            "lrrrr" + "r" * len(references) + "rrrll",
         ),
         "",
         "## Per round (raw)",

@@ -23,6 +23,7 @@ Bounded: `BASTION_FUZZ_EXAMPLES` examples (300 by default) and a time budget; se
 from __future__ import annotations
 
 import os
+import re
 import socket
 import string
 import time
@@ -31,6 +32,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, note, settings
@@ -60,6 +62,7 @@ LIMITS = {
 class Target:
     gateway: Gateway
     record: Path  # what the live upstream received (raw_upstream.py's record)
+    never: set[str] = field(default_factory=set)  # X-Fuzz-Ids that must never reach it
 
 
 @pytest.fixture(scope="module")
@@ -347,6 +350,8 @@ def samples(draw: st.DrawFn) -> Sample:
     count = draw(st.integers(1, 3))
     valid = draw(st.booleans())
     items = [draw(requests(valid, i == count - 1)) for i in range(count)]
+    for index, item in enumerate(items):
+        item.raw = with_id(item.raw, index)
     raw = b"".join(r.raw for r in items)
     complete = all(r.complete for r in items)
     valid = all(r.valid for r in items)
@@ -377,15 +382,23 @@ def samples(draw: st.DrawFn) -> Sample:
 # --- the oracle --------------------------------------------------------------------------------
 
 
-def marked(sample: Sample, tag: str) -> bytes:
-    """The sample's bytes with `X-Fuzz-Id: TAG-i` after request i's request line (valid only)."""
-    if not sample.valid:
-        return sample.raw
-    out = []
-    for index, request in enumerate(sample.requests):
-        line, rest = request.raw.split(b"\r\n", 1)
-        out.append(line + b"\r\nX-Fuzz-Id: %s-%d\r\n" % (tag.encode(), index) + rest)
-    return b"".join(out)
+PLACEHOLDER = b"X-Fuzz-Id: @-"
+FUZZ_ID = re.compile(r"X-Fuzz-Id: ([0-9a-f]{32}-\d+)")
+
+
+def with_id(raw: bytes, index: int) -> bytes:
+    """`X-Fuzz-Id: @-INDEX` after the request line (if it has one): which request reached the
+    upstream. The `@` becomes a tag unique to the example when it is sent."""
+    end = raw.find(b"\n")
+    if end < 0:
+        return raw
+    eol = b"\r\n" if raw[end - 1 : end] == b"\r" else b"\n"
+    return raw[: end + 1] + PLACEHOLDER + b"%d" % index + eol + raw[end + 1 :]
+
+
+def first_id(record: dict[str, Any]) -> str | None:
+    match = FUZZ_ID.search(record["head"])
+    return match.group(1) if match else None
 
 
 def check(target: Target, sample: Sample, seen: Counter[str]) -> None:
@@ -394,7 +407,7 @@ def check(target: Target, sample: Sample, seen: Counter[str]) -> None:
     served: list[int] = []  # valid requests answered 200
     with RawConn(target.gateway.port, timeout=TIMEOUT) as conn:
         try:
-            conn.send(marked(sample, tag))
+            conn.send(sample.raw.replace(PLACEHOLDER, f"X-Fuzz-Id: {tag}-".encode()))
             if sample.half_close:
                 conn.sock.shutdown(socket.SHUT_WR)
         except OSError:
@@ -431,11 +444,24 @@ def check(target: Target, sample: Sample, seen: Counter[str]) -> None:
                 expected = 502 if sample.requests[index].dead else 200
                 assert status == expected, f"valid request {index + 1}: {status} {resp.body!r}"
                 served.append(index)
-            if (resp.header("connection") or "").lower() == "close" or status >= 400:
-                break  # the gateway said it closes, or the rest of the pipeline is undefined
+            if (resp.header("connection") or "").lower() == "close":
+                # RFC 9112 §9.6: no further request on this connection may be processed
+                target.never.update(f"{tag}-{j}" for j in range(index + 1, len(sample.requests)))
+                break
+            if status >= 400:
+                break  # the rest of the pipeline is undefined
     assert target.gateway.proc.poll() is None, "the gateway process died"
     if served:
         check_upstream(target, sample, tag, served)
+    check_never_forwarded(target)
+
+
+def check_never_forwarded(target: Target) -> None:
+    """No request that came after a `Connection: close` response reached the upstream."""
+    forwarded = {first_id(r) for r in read_records(target.record)}
+    assert not forwarded & target.never, (
+        f"requests after a 'Connection: close' answer were forwarded: {forwarded & target.never}"
+    )
 
 
 def check_upstream(target: Target, sample: Sample, tag: str, served: list[int]) -> None:
@@ -497,6 +523,7 @@ def test_request_path_survives_fuzzing(fuzz_target: Target) -> None:
     print(f"fuzzed for {time.monotonic() - started:.1f}s: {dict(sorted(seen.items()))}")
     assert seen["samples"] > 0
     serves_normally(gateway)
+    check_never_forwarded(fuzz_target)  # also the ones forwarded late
     log = gateway.log_path.read_text(errors="replace")
     assert "Traceback" not in log, log[log.index("Traceback") :][:3000]
     assert '"internal error"' not in log

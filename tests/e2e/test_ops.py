@@ -6,6 +6,7 @@ test_workers.py.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -472,8 +473,22 @@ def test_stop_signals_exit_cleanly(gateway: Gateway, sig: int) -> None:
     assert connect_refused(gateway.port)
 
 
+def stop_tree(proc: subprocess.Popen[bytes]) -> None:
+    """Stop a process and every descendant it left (by pid), even when it hangs."""
+    with contextlib.suppress(psutil.NoSuchProcess):
+        descendants = psutil.Process(proc.pid).children(recursive=True)
+        stop(proc)
+        for child in descendants:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                child.kill()
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
 @pytest.mark.parametrize("which", ["listen", "admin"])
-def test_run_on_a_busy_port_fails_cleanly(tmp_path: Path, upstream_port: int, which: str) -> None:
+def test_run_on_a_busy_port_fails_cleanly(
+    tmp_path: Path, upstream_port: int, which: str, workers: str
+) -> None:
+    log_path = tmp_path / "bastion.log"
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
@@ -482,15 +497,21 @@ def test_run_on_a_busy_port_fails_cleanly(tmp_path: Path, upstream_port: int, wh
         config["admin"] = admin(taken if which == "admin" else None)
         path = tmp_path / "bastion.yaml"
         path.write_text(yaml.safe_dump(config))
-        result = subprocess.run(
-            [sys.executable, "-m", "bastion", "run", "-c", str(path)],
-            capture_output=True,
-            text=True,
-            cwd=tmp_path,
-            timeout=30,
-            check=False,
-        )
-    out = result.stdout + result.stderr
-    assert result.returncode != 0, out
+        with log_path.open("wb") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "bastion", "run", "-c", str(path), "--workers", workers],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=tmp_path,
+            )
+        try:
+            code = proc.wait(30)
+        except subprocess.TimeoutExpired:
+            code = None
+        finally:
+            stop_tree(proc)
+    out = log_path.read_text(errors="replace")
+    assert code is not None, f"still running after 30 s:\n{out[-2000:]}"
+    assert code != 0, out
     assert "Traceback" not in out
     assert str(taken) in out

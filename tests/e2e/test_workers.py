@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 from concurrent.futures import ThreadPoolExecutor
@@ -34,6 +35,13 @@ def listening_workers(gw: Gateway) -> list[psutil.Process]:
         if any(c.status == psutil.CONN_LISTEN and c.laddr.port == gw.port for c in conns):
             workers.append(child)
     return workers
+
+
+def serving(proc: psutil.Process) -> bool:
+    try:
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def two_workers(gw: Gateway) -> list[psutil.Process]:
@@ -106,11 +114,7 @@ def test_sigterm_stops_master_and_workers(
         assert gw.proc.wait(20) == 0
 
         def all_gone() -> None:
-            for worker in workers:
-                try:
-                    assert worker.status() == psutil.STATUS_ZOMBIE, worker
-                except psutil.NoSuchProcess:
-                    continue
+            assert not [w.pid for w in workers if serving(w)]
 
         eventually(all_gone)
 
@@ -133,3 +137,22 @@ def test_a_dead_worker_is_replaced(start_gateway: GatewayFactory, file_state: st
         eventually(replaced, timeout=20)
         statuses = [fetch(gw.url, f"/echo/r{i}").status for i in range(20)]
         assert statuses == [200] * 20
+
+
+def test_workers_exit_when_the_master_is_killed(start_gateway: GatewayFactory) -> None:
+    # orphans would keep serving an old config on the shared port beside a restarted gateway
+    with start_gateway("--workers", "2") as gw:
+        workers = eventually(lambda: two_workers(gw), timeout=20)
+        try:
+            gw.proc.kill()
+            gw.proc.wait(10)
+
+            def all_gone() -> None:
+                alive = [w.pid for w in workers if serving(w)]
+                assert not alive, f"workers {alive} outlived their master"
+
+            eventually(all_gone, timeout=15)
+        finally:
+            for worker in workers:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    worker.kill()

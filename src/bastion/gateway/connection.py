@@ -21,6 +21,9 @@ from bastion.gateway.responses import Response, json_error
 if TYPE_CHECKING:
     from bastion.gateway.server import Worker
 
+#: request headers _check_head looks at (on_header sets them aside as they come)
+_FRAMING = frozenset({b"content-length", b"transfer-encoding", b"host", b"expect"})
+
 # what the deadline, when it passes, means
 IDLE, HEAD, BODY, WRITE, BUSY = range(5)
 
@@ -38,6 +41,7 @@ class ClientConnection(asyncio.Protocol):
         "draining",
         "error",
         "head_bytes",
+        "head_size",
         "header_count",
         "in_head",
         "limits",
@@ -70,6 +74,7 @@ class ClientConnection(asyncio.Protocol):
         self.url = b""
         self.head_bytes = 0
         self.header_count = 0
+        self.head_size = 0
         self.deadline = 0.0
         self.phase = IDLE
         self.paused = False
@@ -151,6 +156,7 @@ class ClientConnection(asyncio.Protocol):
         self.parsing = Exchange(self)
         self.url = b""
         self.header_count = 0
+        self.head_size = 0
         self.in_head = True
         if self.phase != HEAD:
             self.phase = HEAD
@@ -169,14 +175,19 @@ class ClientConnection(asyncio.Protocol):
                 json_error(431, "headers_too_large", "too many headers", close=True)
             )
             raise _Stop
+        low = name.lower()
         ex.headers.append((name, value))
+        ex.names.append(low)
+        ex.lookup[low] = value
+        self.head_size += len(name) + len(value) + 4
+        if low in _FRAMING:
+            ex.framing.append((low, value))
 
     def on_headers_complete(self) -> None:
         ex = self.parsing
         assert ex is not None
         self.in_head = False
-        size = len(self.url) + sum(len(n) + len(v) + 4 for n, v in ex.headers)
-        if size > self.limits.max_header_size:
+        if len(self.url) + self.head_size > self.limits.max_header_size:
             self._framing_error(json_error(431, "headers_too_large", close=True))
             raise _Stop
         self.head_bytes = 0
@@ -352,13 +363,10 @@ def _parser_message(exc: Exception) -> str:
 
 def _check_head(ex: Exchange) -> Response | None:
     """Smuggling and sanity rules for a request head (RFC 9112 §6.1, §6.3, §3.2)."""
-    lookup = ex.lookup
     content_lengths: list[bytes] = []
     transfer_encodings: list[bytes] = []
     hosts = 0
-    for name, value in ex.headers:
-        low = name.lower()
-        lookup[low] = value
+    for low, value in ex.framing:
         if low == b"content-length":
             content_lengths.append(value)
         elif low == b"transfer-encoding":

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from bastion.gateway import pipeline
-from bastion.gateway.responses import Response, status_line
+from bastion.gateway.responses import RESPONSE_DROPPED, Response, status_line
 
 if TYPE_CHECKING:
     from bastion.errors import UpstreamError
@@ -26,11 +26,6 @@ Header = tuple[bytes, bytes]
 
 _BUFFER_LIMIT = 256 * 1024  # request body bytes held while no upstream is connected yet
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-#: response headers the gateway never relays (hop-by-hop, RFC 9110 §7.6.1; framing is rebuilt)
-_RESPONSE_DROPPED = frozenset(
-    {b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding",
-     b"upgrade", b"content-length", b"x-request-id"}
-)  # fmt: skip
 
 
 class Exchange:
@@ -56,11 +51,13 @@ class Exchange:
         "ctx",
         "expect_continue",
         "finished",
+        "framing",
         "headers",
         "http_version",
         "keep_alive",
         "lookup",
         "method",
+        "names",
         "no_body",
         "request_id",
         "response_until_close",
@@ -83,6 +80,8 @@ class Exchange:
         self.method = ""
         self.target = b""
         self.headers: list[Header] = []
+        self.names: list[bytes] = []  # lower-case names of `headers`, in the same order
+        self.framing: list[Header] = []  # (lower-case name, value) of framing headers
         self.lookup: dict[bytes, bytes] = {}
         self.http_version = "1.1"
         self.keep_alive = True
@@ -220,15 +219,15 @@ class Exchange:
         self, status: int, headers: list[Header], *, length: int | None, extra: bytes = b"",
         body: bytes = b"",
     ) -> None:  # fmt: skip
-        """Write the response head; framing is decided here from `length` and the request."""
+        """Write the response head; framing is decided here from `length` and the request.
+        `headers` are end-to-end headers only (the callers drop RESPONSE_DROPPED)."""
         conn = self.conn
         self.status = status
         self.started = True
         self.no_body = self.method == "HEAD" or status in (204, 304) or status < 200
         out = [status_line(status)]
         for name, value in headers:
-            if name.lower() not in _RESPONSE_DROPPED:
-                out += (name, b": ", value, b"\r\n")
+            out += (name, b": ", value, b"\r\n")
         if status == 101:
             out.append(extra)
         elif status in (204, 304) or status < 200:
@@ -261,9 +260,8 @@ class Exchange:
         if response.close or not self.body_done:
             # an unread request body cannot be skipped safely: close after answering
             self.closing = True
-        self.write_head(
-            response.status, response.headers, length=len(response.body), body=response.body
-        )
+        headers = [h for h in response.headers if h[0].lower() not in RESPONSE_DROPPED]
+        self.write_head(response.status, headers, length=len(response.body), body=response.body)
 
     # --- upgrade tunnel (WebSocket)
     def tunnel_from_upstream(self, data: bytes) -> None:

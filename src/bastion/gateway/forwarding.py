@@ -49,11 +49,29 @@ IDENTITY_PREFIXES = (b"x-auth-request-", b"eg-consumer-")
 _REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
 
 
+class _RandomIds:
+    """128-bit random ids from a refilled pool: one getrandom() per 256 ids, not per request."""
+
+    def __init__(self) -> None:
+        self._pool = b""
+        self._at = 0
+
+    def next(self) -> str:
+        if self._at >= len(self._pool):
+            self._pool, self._at = os.urandom(16 * 256), 0
+        start = self._at
+        self._at += 16
+        return self._pool[start : start + 16].hex()
+
+
+_IDS = _RandomIds()
+
+
 def request_id(incoming: bytes | None) -> str:
     """Keep a well-formed incoming X-Request-Id, else 128 random bits in hex."""
     if incoming is not None and _REQUEST_ID.match(incoming):
         return incoming.decode("ascii")
-    return os.urandom(16).hex()
+    return _IDS.next()
 
 
 def connection_tokens(value: bytes | None) -> frozenset[bytes]:
@@ -72,6 +90,7 @@ def is_identity(name: bytes, names: frozenset[bytes], prefixes: tuple[bytes, ...
 
 def upstream_head(
     ctx: RequestContext,
+    lower_names: list[bytes],
     pool: UpstreamPool,
     raw_query: bytes,
     *,
@@ -84,7 +103,8 @@ def upstream_head(
 ) -> bytes:
     """The request line and headers to send upstream, as bytes."""
     lookup = ctx.lookup
-    drop_extra = connection_tokens(lookup.get(b"connection"))
+    connection = lookup.get(b"connection")
+    drop_extra = connection_tokens(connection) if connection else frozenset()
     edits_set = ctx.upstream_set
     edits_remove = ctx.upstream_remove
     target = pool.base_path.encode() + ctx.path.encode("ascii")
@@ -92,8 +112,7 @@ def upstream_head(
         target += b"?" + raw_query
     out = [ctx.method.encode("ascii"), b" ", target, b" HTTP/1.1\r\n"]
     forwarded_for: list[bytes] = []
-    for name, value in ctx.headers:
-        low = name.lower()
+    for (name, value), low in zip(ctx.headers, lower_names, strict=True):
         if low in DROPPED or low in drop_extra:
             if low == b"x-forwarded-for":
                 forwarded_for.append(value)  # several lines join as one list (RFC 9110 §5.3)

@@ -16,7 +16,7 @@ import httptools
 
 from bastion.gateway.context import RequestContext, ResponseHead
 from bastion.gateway.forwarding import connection_tokens, request_id, upstream_head
-from bastion.gateway.responses import NO_ROUTE, json_error, json_response
+from bastion.gateway.responses import NO_ROUTE, RESPONSE_DROPPED, json_error, json_response
 from bastion.gateway.routing import BadPath, host_of, normalize_path
 from bastion.gateway.upstream import UpstreamClosed, UpstreamTimeout
 from bastion.ops.logging import LOG
@@ -139,7 +139,8 @@ def _forward(ex: Exchange) -> None:
     else:
         framing = b""
     ex.upstream_request = upstream_head(
-        ctx, route.pool, ctx.query.encode("latin-1"), framing=framing,
+        ctx,
+        ex.names, route.pool, ctx.query.encode("latin-1"), framing=framing,
         preserve_host=route.preserve_host, trusted_peer=ex.conn.trusted, upgrade=ex.upgrade,
         identity_names=ex.runtime.identity_names, identity_prefixes=ex.runtime.identity_prefixes,
     )  # fmt: skip
@@ -218,10 +219,26 @@ def on_response_head(ex: Exchange, status: int, headers: list[tuple[bytes, bytes
     if status == 101 and not ex.upgrade:
         _bad_upstream(ex, "the upstream switched protocols without being asked to")
         return
-    upgrade = _header(headers, b"upgrade")
-    named = connection_tokens(_header(headers, b"connection"))
-    if named:  # headers the upstream's Connection names are hop-by-hop too (RFC 9110 §7.6.1)
-        headers = [h for h in headers if h[0].lower() not in named]
+    # one pass: keep the end-to-end headers, note the framing ones (RFC 9110 §7.6.1)
+    kept: list[tuple[bytes, bytes]] = []
+    length_value = encoding = connection = upgrade = b""
+    for name, value in headers:
+        low = name.lower()
+        if low not in RESPONSE_DROPPED:
+            kept.append((name, value))
+        elif low == b"content-length":
+            length_value = value
+        elif low == b"transfer-encoding":
+            encoding = value
+        elif low == b"connection":
+            connection = value
+        elif low == b"upgrade":
+            upgrade = value
+    if connection:
+        named = connection_tokens(connection)  # what the upstream's Connection names is hop-by-hop
+        if named:
+            kept = [h for h in kept if h[0].lower() not in named]
+    headers = kept
     head = ResponseHead(status, headers)
     try:
         for step in chain.response:
@@ -237,9 +254,10 @@ def on_response_head(ex: Exchange, status: int, headers: list[tuple[bytes, bytes
         return
     if ex.upgrade:
         ex.closing = True  # the client parser stopped at the Upgrade head: this connection ends
-    length = _content_length(headers)
+    length_value = length_value.strip()
+    length = int(length_value) if length_value.isdigit() else None
     ex.response_until_close = (
-        length is None and not _is_chunked(headers) and status not in (204, 304)
+        length is None and b"chunked" not in encoding.lower() and status not in (204, 304)
         and status >= 200 and ex.method != "HEAD"
     )  # fmt: skip
     ex.write_head(head.status, head.headers, length=length)
@@ -288,22 +306,6 @@ def _crash(ex: Exchange, exc: Exception) -> None:
         ex.upstream.abort()
         ex.detach()
     _finish(ex)
-
-
-def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes:
-    for key, value in headers:
-        if key.lower() == name:
-            return value
-    return b""
-
-
-def _content_length(headers: list[tuple[bytes, bytes]]) -> int | None:
-    value = _header(headers, b"content-length").strip()
-    return int(value) if value.isdigit() else None
-
-
-def _is_chunked(headers: list[tuple[bytes, bytes]]) -> bool:
-    return b"chunked" in _header(headers, b"transfer-encoding").lower()
 
 
 def health_body(ready: bool) -> Response:

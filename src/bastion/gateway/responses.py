@@ -51,6 +51,12 @@ def www_authenticate(scheme: str, **params: str) -> Header:
     return (b"www-authenticate", f"{scheme} {parts}".encode() if parts else scheme.encode())
 
 
+#: response headers the gateway never relays (hop-by-hop, RFC 9110 §7.6.1); framing is rebuilt
+RESPONSE_DROPPED = frozenset(
+    {b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding",
+     b"upgrade", b"content-length", b"x-request-id"}
+)  # fmt: skip
+
 # Status lines built once: b"HTTP/1.1 200 OK\r\n"
 STATUS_LINES: dict[int, bytes] = {
     s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode() for s in HTTPStatus
