@@ -29,7 +29,7 @@ def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: b
     for key_node, _ in node.value:
         if key_node.tag == "tag:yaml.org,2002:merge":
             continue  # `<<:` merge keys: explicit keys may override what they bring
-        key = loader.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+        key = loader.construct_object(key_node, deep=True)
         try:
             duplicate = key in seen
         except TypeError:
@@ -44,13 +44,13 @@ def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: b
                 None, None, f"duplicate key {key!r}", key_node.start_mark
             )
         seen.add(key)
-    loader.flatten_mapping(node)  # type: ignore[no-untyped-call]
+    loader.flatten_mapping(node)
     return loader.construct_mapping(node, deep=deep)
 
 
 _UniqueKeyLoader.add_constructor(
     yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
-    _construct_mapping,  # type: ignore[arg-type]
+    _construct_mapping,
 )
 
 
@@ -167,14 +167,14 @@ def cross_checks(data: dict[str, Any]) -> list[tuple[str, str]]:
     routes: set[str] = set()
     specs: list[RouteSpec[int]] = []
     for i, route in _named(data.get("routes")):
-        name, service = route.get("name"), route.get("service")
-        if isinstance(name, str):
-            if name in routes:
-                problems.append((f"routes[{i}].name", f"duplicate route name {name!r}"))
-            routes.add(name)
-        if isinstance(service, str) and service not in services:
-            hint = suggest(service, services)
-            problems.append((f"routes[{i}].service", f"unknown service {service!r}{hint}"))
+        route_name, wanted = route.get("name"), route.get("service")
+        if isinstance(route_name, str):
+            if route_name in routes:
+                problems.append((f"routes[{i}].name", f"duplicate route name {route_name!r}"))
+            routes.add(route_name)
+        if isinstance(wanted, str) and wanted not in services:
+            hint = suggest(wanted, services)
+            problems.append((f"routes[{i}].service", f"unknown service {wanted!r}{hint}"))
         domains, path = route.get("domains") or [], route.get("path", "/")
         if (
             isinstance(domains, list)

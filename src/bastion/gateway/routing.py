@@ -171,7 +171,8 @@ class RouteMatcher(Generic[T]):
     def __init__(self, specs: Sequence[RouteSpec[T]]) -> None:
         groups: dict[str | None, _PathGroup[T]] = {}
         for spec in specs:
-            for domain in spec.domains or [None]:
+            domains: Sequence[str | None] = spec.domains or [None]
+            for domain in domains:
                 group = groups.setdefault(domain, _PathGroup())
                 if spec.path_type == "exact":
                     group.exact.setdefault(spec.path, spec.value)
@@ -202,7 +203,8 @@ def shadowed_routes(specs: Sequence[RouteSpec[T]]) -> list[tuple[int, int]]:
     seen: dict[tuple[str | None, str, str], int] = {}
     pairs: list[tuple[int, int]] = []
     for j, spec in enumerate(specs):
-        for domain in spec.domains or [None]:
+        domains: Sequence[str | None] = spec.domains or [None]
+        for domain in domains:
             key = (domain, spec.path_type, spec.path)
             if key in seen and seen[key] != j:
                 pairs.append((seen[key], j))

@@ -93,9 +93,76 @@ class PluginSections:
     routes: list[RoutePlugins]
 
 
+class _Resolution:
+    """One plugin's sections being validated; problems gather in a shared list."""
+
+    def __init__(
+        self, cls: type[Plugin], route_names: list[str], problems: list[tuple[str, str]]
+    ) -> None:
+        self.cls = cls
+        self.route_names = route_names
+        self.problems = problems
+        self.route_rules: dict[str, Model] = {}
+        self.domain_rules: dict[str, Model] = {}
+        self.route_owner: dict[str, str] = {}  # route name → where its rule is
+        self.domain_owner: dict[str, str] = {}
+
+    def rule_entry(self, entry: Any, at: str) -> None:
+        """One `_rules_` entry: exactly one match key, then the plugin's rule fields."""
+        if not isinstance(entry, dict):
+            self.problems.append((at, "must be a mapping"))
+            return
+        has_route, has_domain = MATCH_ROUTE in entry, MATCH_DOMAIN in entry
+        if has_route == has_domain:
+            self.problems.append(
+                (at, f"a rule needs exactly one of {MATCH_ROUTE} or {MATCH_DOMAIN}")
+            )
+            return
+        body = {k: v for k, v in entry.items() if k not in (MATCH_ROUTE, MATCH_DOMAIN)}
+        rule = _validate(self.cls.Rule, body, [at], self.problems)
+        key = MATCH_ROUTE if has_route else MATCH_DOMAIN
+        for j, name in enumerate(_names(entry[key], f"{at}.{key}", self.problems)):
+            where = f"{at}.{key}[{j}]"
+            if has_route:
+                self.route_rule(name, rule, at, where)
+            else:
+                self.domain_rule(name, rule, at, where)
+
+    def route_rule(self, route: str, rule: Model | None, owner: str, where: str) -> None:
+        if route not in self.route_names:
+            hint = suggest(route, self.route_names)
+            self.problems.append((where, f"unknown route {route!r}{hint}"))
+        elif route in self.route_owner:
+            already = self.route_owner[route]
+            self.problems.append((where, f"route {route!r} is already matched by {already}"))
+        else:
+            self.route_owner[route] = owner
+            if rule is not None:
+                self.route_rules[route] = rule
+
+    def domain_rule(self, domain: str, rule: Model | None, owner: str, where: str) -> None:
+        try:
+            pattern = check_domain_pattern(domain)
+        except ValueError as exc:
+            self.problems.append((where, str(exc)))
+            return
+        if pattern in self.domain_owner:
+            already = self.domain_owner[pattern]
+            self.problems.append((where, f"domain {pattern!r} is already matched by {already}"))
+        else:
+            self.domain_owner[pattern] = owner
+            if rule is not None:
+                self.domain_rules[pattern] = rule
+
+    @property
+    def has_rules(self) -> bool:
+        return bool(self.route_owner or self.domain_owner)
+
+
 def resolve_rules(config: Config | PluginSections) -> dict[str, PluginRules]:
     """Validate every plugin section; raise RulesError with every problem and its path."""
-    plugins, routes = config.plugins, config.routes
+    plugins: dict[str, Any] = config.plugins
+    routes: list[RoutePlugins] = [RoutePlugins(r.name, r.plugins) for r in config.routes]
     problems: list[tuple[str, str]] = []
     route_names = [r.name for r in routes]
     used = list(plugins)
@@ -106,14 +173,10 @@ def resolve_rules(config: Config | PluginSections) -> dict[str, PluginRules]:
     for name in used:
         cls = PLUGINS.get(name)
         if cls is None:
-            where = (
-                [f"plugins.{name}"]
-                if name in plugins
-                else [
-                    f"routes[{i}].plugins.{name}" for i, r in enumerate(routes) if name in r.plugins
-                ]
-            )
-            problems.extend((w, unknown_plugin(name)) for w in where)
+            places = [f"plugins.{name}"] if name in plugins else [
+                f"routes[{i}].plugins.{name}" for i, r in enumerate(routes) if name in r.plugins
+            ]  # fmt: skip
+            problems.extend((place, unknown_plugin(name)) for place in places)
             continue
         raw = plugins.get(name) or {}
         base = f"plugins.{name}"
@@ -122,82 +185,23 @@ def resolve_rules(config: Config | PluginSections) -> dict[str, PluginRules]:
             continue
         fields = {k: v for k, v in raw.items() if k != RULES}
         instance = _validate(cls.Config, fields, [base], problems)
-        rules = PluginRules(cls, instance, False) if instance is not None else None
-
+        resolution = _Resolution(cls, route_names, problems)
         raw_rules = raw.get(RULES) or []
         if not isinstance(raw_rules, list):
             problems.append((f"{base}.{RULES}", "must be a list of rules"))
             raw_rules = []
-        route_owner: dict[str, str] = {}
-        domain_owner: dict[str, str] = {}
         for i, entry in enumerate(raw_rules):
-            at = f"{base}.{RULES}[{i}]"
-            if not isinstance(entry, dict):
-                problems.append((at, "must be a mapping"))
-                continue
-            has_route, has_domain = MATCH_ROUTE in entry, MATCH_DOMAIN in entry
-            if has_route == has_domain:
-                problems.append(
-                    (at, f"a rule needs exactly one of {MATCH_ROUTE} or {MATCH_DOMAIN}")
-                )
-                continue
-            body = {k: v for k, v in entry.items() if k not in (MATCH_ROUTE, MATCH_DOMAIN)}
-            rule = _validate(cls.Rule, body, [at], problems)
-            if has_route:
-                for j, route in enumerate(
-                    _names(entry[MATCH_ROUTE], f"{at}.{MATCH_ROUTE}", problems)
-                ):
-                    where = f"{at}.{MATCH_ROUTE}[{j}]"
-                    if route not in route_names:
-                        hint = suggest(route, route_names)
-                        problems.append((where, f"unknown route {route!r}{hint}"))
-                    elif route in route_owner:
-                        problems.append(
-                            (where, f"route {route!r} is already matched by {route_owner[route]}")
-                        )
-                    else:
-                        route_owner[route] = at
-                        if rules is not None and rule is not None:
-                            rules.route_rules[route] = rule
-            else:
-                for j, domain in enumerate(
-                    _names(entry[MATCH_DOMAIN], f"{at}.{MATCH_DOMAIN}", problems)
-                ):
-                    where = f"{at}.{MATCH_DOMAIN}[{j}]"
-                    try:
-                        pattern = check_domain_pattern(domain)
-                    except ValueError as exc:
-                        problems.append((where, str(exc)))
-                        continue
-                    if pattern in domain_owner:
-                        problems.append(
-                            (
-                                where,
-                                f"domain {pattern!r} is already matched by {domain_owner[pattern]}",
-                            )
-                        )
-                    else:
-                        domain_owner[pattern] = at
-                        if rules is not None and rule is not None:
-                            rules.domain_rules[pattern] = rule
+            resolution.rule_entry(entry, f"{base}.{RULES}[{i}]")
         for i, route in enumerate(routes):
-            if name not in route.plugins:
-                continue
-            at = f"routes[{i}].plugins.{name}"
-            if route.name in route_owner:
-                problems.append(
-                    (at, f"route {route.name!r} is already matched by {route_owner[route.name]}")
-                )
-                continue
-            route_owner[route.name] = at
-            rule = _validate(cls.Rule, route.plugins[name] or {}, [at], problems)
-            if rules is not None and rule is not None:
-                rules.route_rules[route.name] = rule
-        if rules is not None:
-            rules.instance_applies = _instance_applies(
-                cls, raw, fields, bool(route_owner or domain_owner)
+            if name in route.plugins:  # a route's own map means a _match_route_ rule
+                at = f"routes[{i}].plugins.{name}"
+                rule = _validate(cls.Rule, route.plugins[name] or {}, [at], problems)
+                resolution.route_rule(route.name, rule, at, at)
+        if instance is not None:
+            applies = _instance_applies(cls, raw, fields, resolution.has_rules)
+            resolved[name] = PluginRules(
+                cls, instance, applies, resolution.route_rules, resolution.domain_rules
             )
-            resolved[name] = rules
     if problems:
         raise RulesError(problems)
     return resolved
