@@ -17,6 +17,7 @@ import httptools
 
 from bastion.gateway.exchange import Exchange
 from bastion.gateway.responses import Response, json_error
+from bastion.gateway.routing import host_of
 
 if TYPE_CHECKING:
     from bastion.gateway.server import Worker
@@ -43,6 +44,7 @@ class ClientConnection(asyncio.Protocol):
         "head_bytes",
         "head_size",
         "header_count",
+        "host_cache",
         "in_head",
         "limits",
         "loop",
@@ -85,6 +87,7 @@ class ClientConnection(asyncio.Protocol):
         self.error: Response | None = None
         self.in_head = False
         self.limits = worker.runtime.limits
+        self.host_cache: tuple[bytes, str] = (b"", "")
 
     # --- asyncio.Protocol ----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -274,6 +277,15 @@ class ClientConnection(asyncio.Protocol):
             else:
                 self.abort()
         raise _Stop
+
+    def host_of(self, raw: bytes) -> str:
+        """routing.host_of for this connection's Host header (a client rarely changes it)."""
+        cached_raw, cached = self.host_cache
+        if raw == cached_raw and cached_raw:
+            return cached
+        host = host_of(raw.decode("latin-1"))
+        self.host_cache = (raw, host)
+        return host
 
     # --- helpers
     def _idle(self) -> None:

@@ -233,7 +233,7 @@ class Exchange:
         elif status in (204, 304) or status < 200:
             pass
         elif length is not None:
-            out += (b"Content-Length: ", str(length).encode(), b"\r\n")
+            out.append(b"Content-Length: %d\r\n" % length)
         elif self.no_body:
             pass
         elif self.http_version == "1.1":

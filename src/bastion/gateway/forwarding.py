@@ -74,9 +74,12 @@ def request_id(incoming: bytes | None) -> str:
     return _IDS.next()
 
 
+_PLAIN_CONNECTION = frozenset({b"keep-alive", b"close", b"Keep-Alive", b"Close"})
+
+
 def connection_tokens(value: bytes | None) -> frozenset[bytes]:
     """Header names listed in `Connection` (RFC 9110 §7.6.1), lower-case."""
-    if not value:
+    if not value or value in _PLAIN_CONNECTION:
         return frozenset()
     return frozenset(t.strip().lower() for t in value.split(b",")) - {b"close", b"keep-alive", b""}
 
@@ -112,41 +115,51 @@ def upstream_head(
         target += b"?" + raw_query
     out = [ctx.method.encode("ascii"), b" ", target, b" HTTP/1.1\r\n"]
     forwarded_for: list[bytes] = []
-    for (name, value), low in zip(ctx.headers, lower_names, strict=True):
+    headers = ctx.headers
+    for i, low in enumerate(lower_names):
         if low in DROPPED or low in drop_extra:
             if low == b"x-forwarded-for":
-                forwarded_for.append(value)  # several lines join as one list (RFC 9110 §5.3)
+                forwarded_for.append(headers[i][1])  # several lines join as one (RFC 9110 §5.3)
             continue
         if (
             low.startswith(identity_prefixes)
             or low in identity_names
             or (b"_" in low and is_identity(low, identity_names, identity_prefixes))
+            or (edits_set is not None and low in edits_set)
+            or (edits_remove is not None and low in edits_remove)
         ):
             continue
-        if edits_set is not None and low in edits_set:
-            continue
-        if edits_remove is not None and low in edits_remove:
-            continue
+        name, value = headers[i]
         out += (name, b": ", value, b"\r\n")
     client_host = lookup.get(b"host", b"")
     forwarded_for.append(ctx.client_ip.encode())
     proto = (lookup.get(b"x-forwarded-proto") if trusted_peer else None) or ctx.scheme.encode()
     fwd_host = (lookup.get(b"x-forwarded-host") if trusted_peer else None) or client_host
-    rebuilt: list[Header] = [
-        (b"Host", client_host if preserve_host and client_host else pool.host_header),
-        (b"X-Forwarded-For", b", ".join(forwarded_for)),
-        (b"X-Forwarded-Proto", proto),
-        (b"X-Request-Id", ctx.request_id.encode()),
-    ]
-    if fwd_host:
-        rebuilt.append((b"X-Forwarded-Host", fwd_host))
-    for name, value in rebuilt:
-        # a plugin's set or remove wins over the gateway's own value, and never doubles it
-        low = name.lower()
-        if (edits_set is None or low not in edits_set) and (
-            edits_remove is None or low not in edits_remove
-        ):
-            out += (name, b": ", value, b"\r\n")
+    host = client_host if preserve_host and client_host else pool.host_header
+    xff = forwarded_for[0] if len(forwarded_for) == 1 else b", ".join(forwarded_for)
+    if edits_set is None and edits_remove is None:  # the common case: no plugin edits
+        out += (
+            b"Host: ", host, b"\r\nX-Forwarded-For: ", xff, b"\r\nX-Forwarded-Proto: ", proto,
+            b"\r\nX-Request-Id: ", ctx.request_id.encode(), b"\r\n",
+        )  # fmt: skip
+        if fwd_host:
+            out += (b"X-Forwarded-Host: ", fwd_host, b"\r\n")
+    else:
+        rebuilt: list[Header] = [
+            (b"Host", host),
+            (b"X-Forwarded-For", xff),
+            (b"X-Forwarded-Proto", proto),
+            (b"X-Request-Id", ctx.request_id.encode()),
+        ]
+        if fwd_host:
+            rebuilt.append((b"X-Forwarded-Host", fwd_host))
+        for name, value in rebuilt:
+            # a plugin's set or remove wins over the gateway's own value, and never doubles it
+            low = name.lower()
+            if (edits_set is None or low not in edits_set) and (
+                edits_remove is None or low not in edits_remove
+            ):
+                out += (name, b": ", value, b"\r\n")
     if upgrade:
         out += (b"Connection: upgrade\r\nUpgrade: ", lookup.get(b"upgrade", b""), b"\r\n")
     if edits_set:

@@ -17,7 +17,7 @@ import httptools
 from bastion.gateway.context import RequestContext, ResponseHead
 from bastion.gateway.forwarding import connection_tokens, request_id, upstream_head
 from bastion.gateway.responses import NO_ROUTE, RESPONSE_DROPPED, json_error, json_response
-from bastion.gateway.routing import BadPath, host_of, normalize_path
+from bastion.gateway.routing import BadPath, normalize_path
 from bastion.gateway.upstream import UpstreamClosed, UpstreamTimeout
 from bastion.ops.logging import LOG
 
@@ -68,9 +68,16 @@ def _split_target(ex: Exchange) -> tuple[bytes, bytes, bytes | None]:
 def _route(worker: Worker, runtime: Runtime, ex: Exchange) -> bool:
     """Find the route and build the context; False when the request was answered here."""
     try:
-        raw_path, raw_query, authority = _split_target(ex)
-        if authority is not None:
-            ex.lookup[b"host"] = authority
+        target = ex.target
+        if target[:1] == b"/" and b"#" not in target:  # origin-form, the common case
+            mark = target.find(b"?")
+            raw_path, raw_query = (
+                (target[:mark], target[mark + 1 :]) if mark >= 0 else (target, b"")
+            )
+        else:
+            raw_path, raw_query, authority = _split_target(ex)
+            if authority is not None:
+                ex.lookup[b"host"] = authority
         text = raw_path.decode("utf-8", "surrogateescape")
         health = runtime.health_paths.get(text)
         if health is not None:
@@ -80,7 +87,7 @@ def _route(worker: Worker, runtime: Runtime, ex: Exchange) -> bool:
     except (BadPath, httptools.HttpParserInvalidURLError, ValueError) as exc:
         ex.send_response(json_error(400, "bad_request", str(exc), close=True))
         return False
-    host = host_of(ex.lookup.get(b"host", b"").decode("latin-1"))
+    host = ex.conn.host_of(ex.lookup.get(b"host", b""))
     route = runtime.router.match(host, path)
     ex.request_id = request_id(ex.lookup.get(b"x-request-id"))
     if route is None:
@@ -99,7 +106,7 @@ def _route(worker: Worker, runtime: Runtime, ex: Exchange) -> bool:
     ctx.route = route
     ctx.runtime = runtime
     ex.ctx = ctx
-    ex.chain = route.chain_for(host)
+    ex.chain = route.default_chain if route.chains is None else route.chain_for(host)
     return True
 
 
@@ -238,18 +245,19 @@ def on_response_head(ex: Exchange, status: int, headers: list[tuple[bytes, bytes
         named = connection_tokens(connection)  # what the upstream's Connection names is hop-by-hop
         if named:
             kept = [h for h in kept if h[0].lower() not in named]
-    headers = kept
-    head = ResponseHead(status, headers)
-    try:
-        for step in chain.response:
-            step.on_response(ctx, head)
-    except Exception as exc:
-        _crash(ex, exc)
-        return
-    _with_response_headers(ctx, head)
+    if chain.response or ctx.response_set:
+        head = ResponseHead(status, kept)
+        try:
+            for step in chain.response:
+                step.on_response(ctx, head)
+        except Exception as exc:
+            _crash(ex, exc)
+            return
+        _with_response_headers(ctx, head)
+        status, kept = head.status, head.headers
     if status == 101:
         extra = b"Connection: upgrade\r\nUpgrade: " + upgrade + b"\r\n"
-        ex.write_head(101, head.headers, length=None, extra=extra)
+        ex.write_head(101, kept, length=None, extra=extra)
         ex.tunnel_open()
         return
     if ex.upgrade:
@@ -260,7 +268,7 @@ def on_response_head(ex: Exchange, status: int, headers: list[tuple[bytes, bytes
         length is None and b"chunked" not in encoding.lower() and status not in (204, 304)
         and status >= 200 and ex.method != "HEAD"
     )  # fmt: skip
-    ex.write_head(head.status, head.headers, length=length)
+    ex.write_head(status, kept, length=length)
 
 
 def _bad_upstream(ex: Exchange, message: str) -> None:
