@@ -254,7 +254,11 @@ def on_response_head(ex: Exchange, status: int, headers: list[tuple[bytes, bytes
             _crash(ex, exc)
             return
         _with_response_headers(ctx, head)
-        status, kept = head.status, head.headers
+        # what plugins set goes through the same rule as the upstream's headers
+        status, kept = (
+            head.status,
+            [h for h in head.headers if h[0].lower() not in RESPONSE_DROPPED],
+        )
     if status == 101:
         extra = b"Connection: upgrade\r\nUpgrade: " + upgrade + b"\r\n"
         ex.write_head(101, kept, length=None, extra=extra)
