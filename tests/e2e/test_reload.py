@@ -183,3 +183,10 @@ def test_watch_survives_a_removed_file(start_gateway: GatewayFactory) -> None:
         assert gw.proc.poll() is None
         gw.write_config(with_status_route(original))
         eventually(lambda: status_route_works(gw))
+
+
+def test_watch_sees_a_change_made_right_after_start(start_gateway: GatewayFactory) -> None:
+    # written as soon as the ports accept, before any request: the watcher must not miss it
+    with start_gateway(routes=ECHO_ONLY, admin=admin(), watch=True) as gw:
+        gw.write_config(with_status_route(current(gw)))
+        eventually(lambda: status_route_works(gw))

@@ -41,6 +41,8 @@ if TYPE_CHECKING:
 _SWEEP_INTERVAL = 0.5  # seconds between timeout checks: timeouts are seconds-grained
 _WATCH_INTERVAL = 1.0
 _SNAPSHOT_INTERVAL = 1.0
+_QUICK_EXIT = 5.0  # seconds: a worker that dies sooner than this after its start failed to start
+_QUICK_EXITS_LIMIT = 3  # in a row, for one worker slot: the supervisor gives up
 
 
 def listen_socket(address: str, reuse_port: bool) -> socket.socket:
@@ -149,7 +151,9 @@ class Worker:
             if self.config.admin is not None:
                 self.admin = start_admin(self, self.config, self._spawn)
             if self.config.watch:
-                self._spawn(self._watch())
+                self._spawn(
+                    watch_file(self.config_path, self.loaded_signature, self.reload, lambda: True)
+                )
         LOG.info("listening", listen=self.config.listen_addresses, pid=os.getpid())
 
     def _spawn(self, coro: Any) -> None:
@@ -254,9 +258,13 @@ class Worker:
     # --- timers
     async def _sweeper(self) -> None:
         last_snapshot = 0.0
+        parent = os.getppid()
         while True:
             await asyncio.sleep(_SWEEP_INTERVAL)
             now = self.loop.time()
+            if self.metrics_file is not None and os.getppid() != parent and not self.draining:
+                LOG.error("the supervisor is gone; draining")  # never serve as an orphan
+                self.begin_drain()
             for conn in list(self.connections):
                 if conn.deadline and now > conn.deadline:
                     conn.timed_out()
@@ -273,14 +281,19 @@ class Worker:
             tmp.write_text(json.dumps(self.metrics.snapshot()))
             tmp.replace(self.metrics_file)
 
-    async def _watch(self) -> None:
-        signature = file_signature(self.config_path)
-        while True:
-            await asyncio.sleep(_WATCH_INTERVAL)
-            current = file_signature(self.config_path)
-            if current != signature and current is not None:
-                signature = current
-                await self.reload()
+
+async def watch_file(
+    path: Path, baseline: tuple[int, int, int] | None, reload: Any, running: Any
+) -> None:
+    """`watch: true`: reload when the file differs from `baseline` (the state it was loaded in,
+    so a change made while starting is not missed)."""
+    signature = baseline
+    while running():
+        await asyncio.sleep(_WATCH_INTERVAL)
+        current = file_signature(path)
+        if current != signature and current is not None:
+            signature = current
+            await reload()
 
 
 def run_worker(
@@ -335,6 +348,9 @@ class Supervisor:
         # edited but unvalidated file)
         self.metrics_dir = Path(tempfile.mkdtemp(prefix="bastion-"))
         self.snapshot = self.metrics_dir / "config.yaml"
+        self.loaded_signature = file_signature(config_path)
+        self.started_at: dict[int, float] = {}
+        self.quick_failures: dict[int, int] = {}
         self._write_snapshot(config_path.read_text(encoding="utf-8"))
         self.stopping = False
         self.reloads = {"ok": 0, "error": 0}
@@ -351,6 +367,7 @@ class Supervisor:
             str(self.metrics_dir / f"worker-{index}.json"),
         ]
         self.procs[index] = subprocess.Popen(command, stdin=subprocess.DEVNULL)
+        self.started_at[index] = time.monotonic()
 
     def _write_snapshot(self, text: str) -> None:
         tmp = self.snapshot.with_suffix(".tmp")
@@ -414,6 +431,12 @@ class Supervisor:
         except OSError as exc:
             LOG.error(exc.strerror or str(exc))
             return 1
+        try:
+            for address in self.config.listen_addresses:  # fail now, not in a restart loop
+                listen_socket(address, reuse_port=True).close()
+        except OSError as exc:
+            LOG.error(exc.strerror or str(exc))
+            return 1
         for index in range(self.count):
             self._spawn(index)
         stop = asyncio.Event()
@@ -429,14 +452,24 @@ class Supervisor:
             loop.add_signal_handler(sig, on_stop)
         loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload()))
         if self.config.watch:
-            loop.create_task(self._watch())
+            loop.create_task(
+                watch_file(
+                    self.config_path, self.loaded_signature, self.reload, lambda: not self.stopping
+                )
+            )
         LOG.info("supervising", workers=self.count, pid=os.getpid())
         while not stop.is_set():
             for index, proc in list(self.procs.items()):
-                if proc.poll() is not None and not self.stopping:
-                    LOG.error("worker exited; starting another", worker=index, code=proc.returncode)
-                    time.sleep(0.2)
-                    self._spawn(index)
+                if proc.poll() is None or self.stopping:
+                    continue
+                quick = time.monotonic() - self.started_at[index] < _QUICK_EXIT
+                self.quick_failures[index] = self.quick_failures.get(index, 0) + 1 if quick else 0
+                if self.quick_failures[index] >= _QUICK_EXITS_LIMIT:
+                    LOG.error("a worker keeps failing as it starts; stopping", code=proc.returncode)
+                    on_stop()
+                    break
+                LOG.error("worker exited; starting another", worker=index, code=proc.returncode)
+                self._spawn(index)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), 0.5)
         codes = []
@@ -451,15 +484,6 @@ class Supervisor:
             admin.should_exit = True
             await asyncio.sleep(0.1)
         return 0 if all(c == 0 for c in codes) else 1
-
-    async def _watch(self) -> None:
-        signature = file_signature(self.config_path)
-        while not self.stopping:
-            await asyncio.sleep(_WATCH_INTERVAL)
-            current = file_signature(self.config_path)
-            if current != signature and current is not None:
-                signature = current
-                await self.reload()
 
 
 def serve(config_path: Path, config: Config, workers: int) -> int:
