@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import sys
 import time
 from typing import IO, Any
@@ -23,6 +24,10 @@ SECRET_PARAMS = frozenset(
     }
 )
 REDACTED = "REDACTED"
+# a quick pre-check: some secret name, or an escape that could hide one, is in the query
+_MAYBE_SECRET = re.compile(
+    r"(?i)%|\+|client_secret|password|code|refresh_token|access_token|id_token|client_assertion"
+)
 _FLUSH_DELAY = (
     0.05  # seconds: batch lines so a busy worker makes one write per batch, not per request
 )
@@ -31,8 +36,8 @@ _FLUSH_SIZE = 64 * 1024
 
 def redact_query(query: str) -> str:
     """`client_secret=abc&x=1` → `client_secret=REDACTED&x=1`, whatever the name's spelling."""
-    if "=" not in query:
-        return query
+    if "=" not in query or not _MAYBE_SECRET.search(query):
+        return query  # no name that could spell a secret parameter
     parts = query.split("&")
     for i, part in enumerate(parts):
         name, sep, _ = part.partition("=")
@@ -51,7 +56,7 @@ class JsonLog:
         self._scheduled = False
 
     def _write(self, record: dict[str, Any]) -> None:
-        line = orjson.dumps(record, default=str) + b"\n"
+        line = orjson.dumps(record, default=str, option=orjson.OPT_APPEND_NEWLINE)
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
