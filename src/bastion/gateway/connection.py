@@ -104,8 +104,8 @@ class ClientConnection(asyncio.Protocol):
             if self.active is not None:
                 self.active.tunnel_from_client(data)
             return
-        if self.error is not None:
-            return  # after a framing error nothing more is read
+        if self.error is not None or self.closed:
+            return  # after a framing error, or once closing, nothing more is read
         if self.phase == BODY:
             self.deadline = self.loop.time() + self.limits.client_timeout
         elif not self.in_head and self.parsing is None:
@@ -156,6 +156,8 @@ class ClientConnection(asyncio.Protocol):
 
     # --- llhttp callbacks
     def on_message_begin(self) -> None:
+        if self.closed or self.error is not None:
+            raise _Stop  # answered and closing: bytes after that are never another request
         self.parsing = Exchange(self)
         self.url = b""
         self.header_count = 0
@@ -229,6 +231,8 @@ class ClientConnection(asyncio.Protocol):
 
     # --- driving exchanges
     def _admit(self, ex: Exchange) -> None:
+        if self.closed:
+            return
         if self.active is None:
             self._start(ex)
         else:
@@ -393,6 +397,9 @@ def _check_head(ex: Exchange) -> Response | None:
         return json_error(
             505, "http_version_not_supported", "HTTP/1.1 or HTTP/1.0 only", close=True
         )
+    if transfer_encodings and ex.http_version == "1.0":
+        # RFC 9112 §6.1: HTTP/1.0 framing with Transfer-Encoding is faulty
+        return json_error(400, _BAD, "Transfer-Encoding in an HTTP/1.0 request", close=True)
     if content_lengths and transfer_encodings:
         return json_error(400, _BAD, "both Content-Length and Transfer-Encoding", close=True)
     if len(content_lengths) > 1:
