@@ -1,9 +1,7 @@
-"""Listeners, the worker loop, signals, reload, graceful drain, and the multi-worker supervisor.
+"""Listeners, the worker loop, signals, reload and graceful drain.
 
 `bastion run --workers 1` is one process: the data path, the admin API and reload in one loop.
-`--workers N` starts N worker processes that each bind the port with SO_REUSEPORT (the kernel
-spreads connections); the supervisor process serves the admin API, validates reloads before
-passing SIGHUP on, sums the workers' metrics, and restarts a worker that dies.
+With `--workers N` each worker process runs this loop under a Supervisor (supervisor.py).
 """
 
 from __future__ import annotations
@@ -15,9 +13,6 @@ import os
 import signal
 import socket
 import ssl
-import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,14 +20,14 @@ from typing import TYPE_CHECKING, Any
 import uvloop
 
 from bastion.config.fields import parse_host_port
-from bastion.config.loader import load_config, load_config_text, read_config_text
+from bastion.config.loader import load_config
 from bastion.config.model import Config
 from bastion.errors import ConfigError
 from bastion.gateway.connection import ClientConnection
 from bastion.gateway.pipeline import health_body, start
 from bastion.gateway.runtime import Runtime, build_runtime
 from bastion.ops.logging import LOG, redact_query
-from bastion.ops.metrics import Metrics, merge
+from bastion.ops.metrics import Metrics
 
 if TYPE_CHECKING:
     from bastion.gateway.exchange import Exchange
@@ -41,8 +36,6 @@ if TYPE_CHECKING:
 _SWEEP_INTERVAL = 0.5  # seconds between timeout checks: timeouts are seconds-grained
 _WATCH_INTERVAL = 1.0
 _SNAPSHOT_INTERVAL = 1.0
-_QUICK_EXIT = 5.0  # seconds: a worker that dies sooner than this after its start failed to start
-_QUICK_EXITS_LIMIT = 3  # in a row, for one worker slot: the supervisor gives up
 
 
 def listen_socket(address: str, reuse_port: bool) -> socket.socket:
@@ -335,158 +328,10 @@ def run_worker(
         loop.close()
 
 
-class Supervisor:
-    """`--workers N`: N worker processes, the admin API, reload validation, merged metrics."""
-
-    def __init__(self, config_path: Path, config: Config, workers: int) -> None:
-        self.config_path = config_path
-        self.config = config
-        self.count = workers
-        self.procs: dict[int, subprocess.Popen[bytes]] = {}
-        # private (0700) state shared with the workers: their metrics, and the last config that
-        # passed validation, which is what workers load (a restarted worker must not pick up an
-        # edited but unvalidated file)
-        self.metrics_dir = Path(tempfile.mkdtemp(prefix="bastion-"))
-        self.snapshot = self.metrics_dir / "config.yaml"
-        self.loaded_signature = file_signature(config_path)
-        self.started_at: dict[int, float] = {}
-        self.quick_failures: dict[int, int] = {}
-        self._write_snapshot(config_path.read_text(encoding="utf-8"))
-        self.stopping = False
-        self.reloads = {"ok": 0, "error": 0}
-        self._reload_lock: asyncio.Lock | None = None
-
-    def _spawn(self, index: int) -> None:
-        command = [
-            sys.executable,
-            "-m",
-            "bastion.gateway.worker_main",
-            "--config",
-            str(self.snapshot),
-            "--metrics-file",
-            str(self.metrics_dir / f"worker-{index}.json"),
-        ]
-        self.procs[index] = subprocess.Popen(command, stdin=subprocess.DEVNULL)
-        self.started_at[index] = time.monotonic()
-
-    def _write_snapshot(self, text: str) -> None:
-        tmp = self.snapshot.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it may hold secrets
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text)
-        tmp.replace(self.snapshot)
-
-    def metrics_snapshot(self) -> dict[str, Any]:
-        snapshots = []
-        for path in self.metrics_dir.glob("worker-*.json"):
-            with contextlib.suppress(OSError, ValueError):
-                snapshots.append(json.loads(path.read_text()))
-        total = merge(snapshots)
-        total["reloads"] = dict(self.reloads)
-        return total
-
-    def is_ready(self) -> bool:
-        return not self.stopping and all(p.poll() is None for p in self.procs.values())
-
-    async def reload(self) -> list[str]:
-        assert self._reload_lock is not None
-        async with self._reload_lock:
-            try:
-                text = read_config_text(self.config_path)
-                config = load_config_text(text, source=str(self.config_path))
-                runtime = await build_runtime(config, asyncio.get_running_loop())
-                await runtime.aclose()
-            except ConfigError as exc:
-                problems = [f"{p}: {m}" if p else m for p, m in exc.problems]
-                self.reloads["error"] += 1
-                LOG.error("reload refused: the old config keeps serving", problems=problems)
-                return problems
-            self.config = config
-            self._write_snapshot(text)
-            for proc in self.procs.values():
-                with contextlib.suppress(ProcessLookupError):
-                    proc.send_signal(signal.SIGHUP)
-            self.reloads["ok"] += 1
-            LOG.info("config reloaded", workers=len(self.procs))
-            return []
-
-    def run(self) -> int:
-        uvloop.install()
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
-        try:
-            return loop.run_until_complete(self._main(loop))
-        finally:
-            LOG.flush()
-            loop.close()
-            for path in self.metrics_dir.glob("*"):
-                path.unlink(missing_ok=True)
-            with contextlib.suppress(OSError):
-                self.metrics_dir.rmdir()
-
-    async def _main(self, loop: asyncio.AbstractEventLoop) -> int:
-        self._reload_lock = asyncio.Lock()
-        try:
-            admin = start_admin(self, self.config, loop.create_task) if self.config.admin else None
-        except OSError as exc:
-            LOG.error(exc.strerror or str(exc))
-            return 1
-        try:
-            for address in self.config.listen_addresses:  # fail now, not in a restart loop
-                listen_socket(address, reuse_port=True).close()
-        except OSError as exc:
-            LOG.error(exc.strerror or str(exc))
-            return 1
-        for index in range(self.count):
-            self._spawn(index)
-        stop = asyncio.Event()
-
-        def on_stop() -> None:
-            self.stopping = True
-            for proc in self.procs.values():
-                with contextlib.suppress(ProcessLookupError):
-                    proc.send_signal(signal.SIGTERM)
-            stop.set()
-
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, on_stop)
-        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload()))
-        if self.config.watch:
-            loop.create_task(
-                watch_file(
-                    self.config_path, self.loaded_signature, self.reload, lambda: not self.stopping
-                )
-            )
-        LOG.info("supervising", workers=self.count, pid=os.getpid())
-        while not stop.is_set():
-            for index, proc in list(self.procs.items()):
-                if proc.poll() is None or self.stopping:
-                    continue
-                quick = time.monotonic() - self.started_at[index] < _QUICK_EXIT
-                self.quick_failures[index] = self.quick_failures.get(index, 0) + 1 if quick else 0
-                if self.quick_failures[index] >= _QUICK_EXITS_LIMIT:
-                    LOG.error("a worker keeps failing as it starts; stopping", code=proc.returncode)
-                    on_stop()
-                    break
-                LOG.error("worker exited; starting another", worker=index, code=proc.returncode)
-                self._spawn(index)
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(stop.wait(), 0.5)
-        codes = []
-        deadline = loop.time() + self.config.limits.drain_timeout + 5
-        for proc in self.procs.values():
-            while proc.poll() is None and loop.time() < deadline:
-                await asyncio.sleep(0.05)
-            if proc.poll() is None:
-                proc.kill()
-            codes.append(proc.wait())
-        if admin is not None:
-            admin.should_exit = True
-            await asyncio.sleep(0.1)
-        return 0 if all(c == 0 for c in codes) else 1
-
-
 def serve(config_path: Path, config: Config, workers: int) -> int:
+    """`bastion run`: one process, or a supervisor of `workers` processes."""
     if workers <= 1:
         return run_worker(config_path, config, serve_admin=True, reuse_port=False)
+    from bastion.gateway.supervisor import Supervisor
+
     return Supervisor(config_path, config, workers).run()
