@@ -498,7 +498,7 @@ def check(
 def check_never_forwarded(target: Target, tag: str = "") -> None:
     """No request that came after a `Connection: close` response reached the upstream (of this
     example's requests; of all of them without a tag)."""
-    forwarded = {first_id(r) for r in read_records(target.record)}
+    forwarded = {i for r in read_records(target.record) if (i := first_id(r)) is not None}
     leaked = {i for i in forwarded & target.never if i.startswith(tag)}
     assert not leaked, f"requests after a 'Connection: close' answer were forwarded: {leaked}"
 

@@ -28,7 +28,7 @@ SURROGATES = st.characters(min_codepoint=0xDC80, max_codepoint=0xDCFF)  # raw by
 ESCAPE_RE = re.compile(r"%(..)")
 BAD_ESCAPE_RE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
-PROPERTY = settings(max_examples=400, deadline=None)
+PROPERTY = settings(max_examples=300, deadline=None)
 
 
 def _escape(byte: int, lower: bool) -> str:
@@ -41,7 +41,7 @@ literal_chars = st.one_of(
     st.sampled_from(SUB_DELIMS),
     st.sampled_from("/."),  # often, to make '/' runs and dot-segments
     st.sampled_from(' \t\x00\x7f"<>\\^`{|}[]#?'),
-    st.characters(min_codepoint=0x80, max_codepoint=0x10FFFF, exclude_categories=("Cs",)).filter(
+    st.characters(min_codepoint=0x80, max_codepoint=0x10FFFF, codec="utf-8").filter(
         lambda c: c != MARKER
     ),
     SURROGATES,
@@ -175,9 +175,7 @@ def test_encoded_slash_examples(path: str, expected: str) -> None:
 # --- errors ------------------------------------------------------------------------------------
 
 any_text = st.text(
-    alphabet=st.one_of(
-        st.characters(exclude_categories=("Cs",)), SURROGATES, st.sampled_from("%/.")
-    ),
+    alphabet=st.one_of(st.characters(codec="utf-8"), SURROGATES, st.sampled_from("%/.")),
     max_size=60,
 )
 

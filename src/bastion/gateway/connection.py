@@ -16,14 +16,12 @@ from typing import TYPE_CHECKING
 import httptools
 
 from bastion.gateway.exchange import Exchange
+from bastion.gateway.request_head import FRAMING_HEADERS, check_head
 from bastion.gateway.responses import Response, json_error
 from bastion.gateway.routing import host_of
 
 if TYPE_CHECKING:
     from bastion.gateway.server import Worker
-
-#: request headers _check_head looks at (on_header sets them aside as they come)
-_FRAMING = frozenset({b"content-length", b"transfer-encoding", b"host", b"expect"})
 
 # what the deadline, when it passes, means
 IDLE, HEAD, BODY, WRITE, BUSY = range(5)
@@ -40,6 +38,7 @@ class ClientConnection(asyncio.Protocol):
         "closed",
         "deadline",
         "draining",
+        "eof",
         "error",
         "head_bytes",
         "head_size",
@@ -88,6 +87,7 @@ class ClientConnection(asyncio.Protocol):
         self.in_head = False
         self.limits = worker.runtime.limits
         self.host_cache: tuple[bytes, str] = (b"", "")
+        self.eof = False
 
     # --- asyncio.Protocol ----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -101,8 +101,10 @@ class ClientConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self.tunnel:
-            if self.active is not None:
+            if self.active is not None and self.active.upgrade:
                 self.active.tunnel_from_client(data)
+            else:
+                self.pause_reading()  # a refused upgrade: its connection ends after the answer
             return
         if self.error is not None or self.closed:
             return  # after a framing error, or once closing, nothing more is read
@@ -129,7 +131,8 @@ class ClientConnection(asyncio.Protocol):
             self._framing_error(json_error(431, "headers_too_large", close=True))
 
     def eof_received(self) -> bool | None:
-        # a half-closed client may still read the response it is waiting for
+        # a half-closed client may still read the responses it is waiting for
+        self.eof = True
         return self.active is not None and self.active.body_done
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -185,7 +188,7 @@ class ClientConnection(asyncio.Protocol):
         ex.names.append(low)
         ex.lookup[low] = value
         self.head_size += len(name) + len(value) + 4
-        if low in _FRAMING:
+        if low in FRAMING_HEADERS:
             ex.framing.append((low, value))
 
     def on_headers_complete(self) -> None:
@@ -200,9 +203,13 @@ class ClientConnection(asyncio.Protocol):
         ex.method = parser.get_method().decode("ascii", "replace")
         ex.http_version = parser.get_http_version()
         ex.keep_alive = parser.should_keep_alive()
-        ex.upgrade = parser.should_upgrade()
+        if parser.should_upgrade():
+            # only WebSocket becomes a tunnel: others (h2c above all) would open a channel to the
+            # upstream past routing and plugins; llhttp stops at this head either way
+            ex.upgrade = ex_upgrade_is_websocket(ex)
+            ex.closing = not ex.upgrade
         ex.target = self.url
-        problem = _check_head(ex)
+        problem = check_head(ex)
         if problem is not None:
             self._framing_error(problem)
             raise _Stop
@@ -258,6 +265,9 @@ class ClientConnection(asyncio.Protocol):
         if ex.closing or not ex.keep_alive or self.draining or not ex.body_done or self.tunnel:
             self.close()
             return
+        if self.eof and not self.queue:
+            self.close()  # the client half-closed: nothing more will come
+            return
         if self.queue:
             # not from inside the callback that finished `ex`: the next one starts afresh
             self.loop.call_soon(self._start_queued)
@@ -301,7 +311,7 @@ class ClientConnection(asyncio.Protocol):
         self.tunnel = True
         self.in_head = False
         ex = self.active or (self.queue[-1] if self.queue else None)
-        if rest and ex is not None:
+        if rest and ex is not None and ex.upgrade:
             ex.tunnel_from_client(rest)
 
     def _framing_error(self, response: Response) -> None:
@@ -372,51 +382,10 @@ class _Stop(Exception):
     """Raised inside an llhttp callback to stop parsing; the reason is already recorded."""
 
 
+def ex_upgrade_is_websocket(ex: Exchange) -> bool:
+    return ex.lookup.get(b"upgrade", b"").strip().lower() == b"websocket"
+
+
 def _parser_message(exc: Exception) -> str:
     text = str(exc) or exc.__class__.__name__
     return text[:200]
-
-
-def _check_head(ex: Exchange) -> Response | None:
-    """Smuggling and sanity rules for a request head (RFC 9112 §6.1, §6.3, §3.2)."""
-    content_lengths: list[bytes] = []
-    transfer_encodings: list[bytes] = []
-    hosts = 0
-    for low, value in ex.framing:
-        if low == b"content-length":
-            content_lengths.append(value)
-        elif low == b"transfer-encoding":
-            transfer_encodings.append(value)
-        elif low == b"host":
-            hosts += 1
-        elif low == b"expect":
-            if value.strip().lower() != b"100-continue":
-                return json_error(417, "expectation_failed", close=True)
-            ex.expect_continue = True
-    if ex.http_version not in ("1.1", "1.0"):
-        return json_error(
-            505, "http_version_not_supported", "HTTP/1.1 or HTTP/1.0 only", close=True
-        )
-    if transfer_encodings and ex.http_version == "1.0":
-        # RFC 9112 §6.1: HTTP/1.0 framing with Transfer-Encoding is faulty
-        return json_error(400, _BAD, "Transfer-Encoding in an HTTP/1.0 request", close=True)
-    if content_lengths and transfer_encodings:
-        return json_error(400, _BAD, "both Content-Length and Transfer-Encoding", close=True)
-    if len(content_lengths) > 1:
-        return json_error(400, _BAD, "more than one Content-Length", close=True)
-    if transfer_encodings:
-        if len(transfer_encodings) > 1 or transfer_encodings[0].strip().lower() != b"chunked":
-            return json_error(501, "not_implemented", "only chunked Transfer-Encoding", close=True)
-        ex.chunked_in = True
-    elif content_lengths:
-        text = content_lengths[0].strip()
-        if not text.isdigit() or len(text) > 18:
-            return json_error(400, _BAD, "invalid Content-Length", close=True)
-        ex.content_length = int(text)
-    if hosts > 1:
-        return json_error(400, _BAD, "more than one Host", close=True)
-    if hosts == 0 and ex.http_version == "1.1":
-        return json_error(400, _BAD, "missing Host", close=True)
-    if ex.method == "CONNECT":
-        return json_error(405, "method_not_allowed", "CONNECT is not supported", close=True)
-    return None
