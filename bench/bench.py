@@ -127,6 +127,16 @@ class Run:
         }
 
 
+@dataclass
+class Environment:
+    """What every run shares: temp dir, placement, the upstream and the load generator."""
+
+    tmp: Path
+    placement: Placement
+    upstream: Server
+    generator: LoadGenerator
+
+
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -188,16 +198,6 @@ def run_scenario(scenario: Scenario, round_index: int, opts: Options, env: Envir
         if not opts.keep_temp:
             shutil.rmtree(workdir / scenario.name, ignore_errors=True)
     return run
-
-
-@dataclass
-class Environment:
-    """What every run shares: temp dir, placement, the upstream and the load generator."""
-
-    tmp: Path
-    placement: Placement
-    upstream: Server
-    generator: LoadGenerator
 
 
 def describe_run(run: Run, rounds: int) -> str:

@@ -162,6 +162,7 @@ class ClientConnection(asyncio.Protocol):
         if self.closed or self.error is not None:
             raise _Stop  # answered and closing: bytes after that are never another request
         self.parsing = Exchange(self)
+        self.limits = self.worker.runtime.limits  # each request uses the config current now
         self.url = b""
         self.header_count = 0
         self.head_size = 0
