@@ -1,0 +1,123 @@
+"""Pure-Python cost of one proxied request through the real data path, without sockets.
+
+A ClientConnection and a pooled UpstreamConnection get fake transports; each iteration feeds a
+request head to the client side and the upstream's answer to the upstream side, exactly as the
+event loop would, and checks that a response came out. It isolates the Python work of the hot
+path from the kernel and the event loop (see PROFILE.md). Usage:
+
+    .venv/bin/python bench/python_path.py [--requests N] [--access-log] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import os
+import pstats
+import time
+from typing import Any
+
+import uvloop
+
+from bastion.config.loader import load_config_text
+from bastion.gateway.connection import ClientConnection
+from bastion.gateway.runtime import build_runtime
+from bastion.gateway.server import Worker
+from bastion.gateway.upstream import UpstreamConnection
+from bastion.ops.logging import LOG
+from bastion.ops.metrics import Metrics
+
+CONFIG = """
+listen: 127.0.0.1:1
+access_log: {access_log}
+services: [{{name: upstream, url: "http://127.0.0.1:2"}}]
+routes: [{{name: all, path: /, service: upstream}}]
+"""
+REQUEST = (
+    b"GET /bench?x=1 HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: wrk\r\nAccept: */*\r\n\r\n"
+)
+RESPONSE = (
+    b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Mon, 23 Nov 2026 05:00:00 GMT\r\n"
+    b"Content-Type: application/json\r\nContent-Length: 95\r\nConnection: keep-alive\r\n\r\n"
+    + b"x"
+    * 95
+)
+
+
+class FakeTransport:
+    """Just enough of an asyncio transport: writes are kept, flow control is a no-op."""
+
+    def __init__(self) -> None:
+        self.written = 0
+
+    def write(self, data: bytes) -> None:
+        self.written += 1
+
+    def set_write_buffer_limits(self, high: int, low: int) -> None:
+        pass
+
+    def get_extra_info(self, name: str) -> Any:
+        return ("127.0.0.1", 40000)
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+
+async def measure(requests: int, access_log: bool, profile: bool) -> None:
+    config = load_config_text(CONFIG.format(access_log=str(access_log).lower()))
+    LOG.__init__(open(os.devnull, "wb"))  # noqa: SIM115 - access lines go nowhere, as fast as can be
+    worker = Worker.__new__(Worker)  # the parts of a Worker the data path uses, no listeners
+    worker.config, worker.loop = config, asyncio.get_running_loop()
+    worker.metrics, worker.connections, worker.draining = Metrics(), set(), False
+    worker.runtime = await build_runtime(config, worker.loop)
+    pool = worker.runtime.pools["upstream"]
+    upstream = UpstreamConnection(pool)
+    upstream.connection_made(FakeTransport())  # type: ignore[arg-type]
+    pool.idle.append(upstream)
+    client = ClientConnection(worker, "http")
+    client_transport = FakeTransport()
+    client.connection_made(client_transport)  # type: ignore[arg-type]
+
+    def one() -> None:
+        client.data_received(REQUEST)
+        upstream.data_received(RESPONSE)
+
+    for _ in range(2000):  # warm-up
+        one()
+    before = client_transport.written
+    profiler = cProfile.Profile() if profile else None
+    if profiler:
+        profiler.enable()
+    start = time.perf_counter()
+    for _ in range(requests):
+        one()
+    elapsed = time.perf_counter() - start
+    if profiler:
+        profiler.disable()
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
+    assert client_transport.written - before == requests, "a request got no response"
+    print(f"{elapsed / requests * 1e6:.2f} us of Python per proxied request ({requests} requests)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=30000)
+    parser.add_argument("--access-log", action="store_true")
+    parser.add_argument("--profile", action="store_true", help="cProfile (slows it down)")
+    args = parser.parse_args()
+    uvloop.install()
+    asyncio.run(measure(args.requests, args.access_log, args.profile))
+
+
+if __name__ == "__main__":
+    main()
