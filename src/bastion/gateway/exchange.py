@@ -257,6 +257,8 @@ class Exchange:
 
     def send_response(self, response: Response) -> None:
         """Write a whole response the gateway or a plugin made."""
+        if self.conn.closed:
+            return  # nobody to answer: the exchange is logged as 499
         if response.close or not self.body_done:
             # an unread request body cannot be skipped safely: close after answering
             self.closing = True
