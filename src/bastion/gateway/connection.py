@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import httptools
 
 from bastion.gateway.exchange import Exchange
+from bastion.gateway.pipeline import start
 from bastion.gateway.request_head import FRAMING_HEADERS, check_head
 from bastion.gateway.responses import Response, json_error
 from bastion.gateway.routing import host_of
@@ -249,7 +250,7 @@ class ClientConnection(asyncio.Protocol):
 
     def _start(self, ex: Exchange) -> None:
         self.active = ex
-        self.worker.start_exchange(ex)
+        start(self.worker, ex)
 
     def _start_queued(self) -> None:
         if self.active is None and self.queue and not self.closed:

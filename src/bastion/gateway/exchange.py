@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from bastion.gateway import pipeline
-from bastion.gateway.responses import RESPONSE_DROPPED, Response, status_line
+from bastion.gateway.responses import RESPONSE_DROPPED, Response, header_lines, status_line
 
 if TYPE_CHECKING:
     from bastion.errors import UpstreamError
@@ -52,6 +52,7 @@ class Exchange:
         "expect_continue",
         "finished",
         "framing",
+        "has_body",
         "headers",
         "http_version",
         "keep_alive",
@@ -88,6 +89,7 @@ class Exchange:
         self.upgrade = False
         self.content_length: int | None = None
         self.chunked_in = False
+        self.has_body = False  # chunked, or a Content-Length above 0 (set by check_head)
         self.body_done = False
         self.body_bytes = 0
         self.body_limit = 0  # 0: no limit
@@ -119,10 +121,6 @@ class Exchange:
         self.attempt = 0
 
     # --- request body, from the client parser
-    @property
-    def has_body(self) -> bool:
-        return self.chunked_in or bool(self.content_length)
-
     def feed_body(self, chunk: bytes) -> None:
         self.body_bytes += len(chunk)
         if self.body_limit and self.body_bytes > self.body_limit:
@@ -216,18 +214,17 @@ class Exchange:
 
     # --- the response, to the client
     def write_head(
-        self, status: int, headers: list[Header], *, length: int | None, extra: bytes = b"",
+        self, status: int, lines: list[bytes], *, length: int | None, extra: bytes = b"",
         body: bytes = b"",
     ) -> None:  # fmt: skip
         """Write the response head; framing is decided here from `length` and the request.
-        `headers` are end-to-end headers only (the callers drop RESPONSE_DROPPED)."""
+        `lines` are the end-to-end headers, rendered by header_lines (callers drop
+        RESPONSE_DROPPED)."""
         conn = self.conn
         self.status = status
         self.started = True
         self.no_body = self.method == "HEAD" or status in (204, 304) or status < 200
-        out = [status_line(status)]
-        for name, value in headers:
-            out += (name, b": ", value, b"\r\n")
+        out = [status_line(status), *lines]
         if status == 101:
             out.append(extra)
         elif status in (204, 304) or status < 200:
@@ -262,8 +259,8 @@ class Exchange:
         if response.close or not self.body_done:
             # an unread request body cannot be skipped safely: close after answering
             self.closing = True
-        headers = [h for h in response.headers if h[0].lower() not in RESPONSE_DROPPED]
-        self.write_head(response.status, headers, length=len(response.body), body=response.body)
+        lines = header_lines(h for h in response.headers if h[0].lower() not in RESPONSE_DROPPED)
+        self.write_head(response.status, lines, length=len(response.body), body=response.body)
 
     # --- upgrade tunnel (WebSocket)
     def tunnel_from_upstream(self, data: bytes) -> None:

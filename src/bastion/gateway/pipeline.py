@@ -16,7 +16,13 @@ import httptools
 
 from bastion.gateway.context import RequestContext, ResponseHead
 from bastion.gateway.forwarding import connection_tokens, request_id, upstream_head
-from bastion.gateway.responses import NO_ROUTE, RESPONSE_DROPPED, json_error, json_response
+from bastion.gateway.responses import (
+    NO_ROUTE,
+    RESPONSE_DROPPED,
+    header_lines,
+    json_error,
+    json_response,
+)
 from bastion.gateway.routing import BadPath, normalize_path
 from bastion.gateway.upstream import UpstreamClosed, UpstreamTimeout
 from bastion.ops.logging import LOG
@@ -226,13 +232,13 @@ def on_response_head(ex: Exchange, status: int, headers: list[tuple[bytes, bytes
     if status == 101 and not ex.upgrade:
         _bad_upstream(ex, "the upstream switched protocols without being asked to")
         return
-    # one pass: keep the end-to-end headers, note the framing ones (RFC 9110 §7.6.1)
-    kept: list[tuple[bytes, bytes]] = []
+    # one pass: render the end-to-end headers, note the framing ones (RFC 9110 §7.6.1)
+    lines: list[bytes] = []
     length_value = encoding = connection = upgrade = b""
     for name, value in headers:
         low = name.lower()
         if low not in RESPONSE_DROPPED:
-            kept.append((name, value))
+            lines += (name, b": ", value, b"\r\n")
         elif low == b"content-length":
             length_value = value
         elif low == b"transfer-encoding":
@@ -241,12 +247,10 @@ def on_response_head(ex: Exchange, status: int, headers: list[tuple[bytes, bytes
             connection = value
         elif low == b"upgrade":
             upgrade = value
-    if connection:
-        named = connection_tokens(connection)  # what the upstream's Connection names is hop-by-hop
-        if named:
-            kept = [h for h in kept if h[0].lower() not in named]
-    if chain.response or ctx.response_set:
-        head = ResponseHead(status, kept)
+    named = connection_tokens(connection) if connection else None
+    if named or chain.response or ctx.response_set:  # the slower path: edit a list of headers
+        dropped = RESPONSE_DROPPED | named if named else RESPONSE_DROPPED
+        head = ResponseHead(status, [h for h in headers if h[0].lower() not in dropped])
         try:
             for step in chain.response:
                 step.on_response(ctx, head)
@@ -255,13 +259,11 @@ def on_response_head(ex: Exchange, status: int, headers: list[tuple[bytes, bytes
             return
         _with_response_headers(ctx, head)
         # what plugins set goes through the same rule as the upstream's headers
-        status, kept = (
-            head.status,
-            [h for h in head.headers if h[0].lower() not in RESPONSE_DROPPED],
-        )
+        status = head.status
+        lines = header_lines(h for h in head.headers if h[0].lower() not in RESPONSE_DROPPED)
     if status == 101:
         extra = b"Connection: upgrade\r\nUpgrade: " + upgrade + b"\r\n"
-        ex.write_head(101, kept, length=None, extra=extra)
+        ex.write_head(101, lines, length=None, extra=extra)
         ex.tunnel_open()
         return
     if ex.upgrade:
@@ -272,7 +274,7 @@ def on_response_head(ex: Exchange, status: int, headers: list[tuple[bytes, bytes
         length is None and b"chunked" not in encoding.lower() and status not in (204, 304)
         and status >= 200 and ex.method != "HEAD"
     )  # fmt: skip
-    ex.write_head(status, kept, length=length)
+    ex.write_head(status, lines, length=length)
 
 
 def _bad_upstream(ex: Exchange, message: str) -> None:

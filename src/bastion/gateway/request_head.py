@@ -47,11 +47,13 @@ def check_head(ex: Exchange) -> Response | None:
         if len(transfer_encodings) > 1 or transfer_encodings[0].strip().lower() != b"chunked":
             return json_error(501, "not_implemented", "only chunked Transfer-Encoding", close=True)
         ex.chunked_in = True
+        ex.has_body = True
     elif content_lengths:
         text = content_lengths[0].strip()
         if not text.isdigit() or len(text) > 18:
             return json_error(400, _BAD, "invalid Content-Length", close=True)
         ex.content_length = int(text)
+        ex.has_body = ex.content_length > 0
     if hosts > 1:
         return json_error(400, _BAD, "more than one Host", close=True)
     if hosts == 0 and ex.http_version == "1.1":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 
@@ -70,3 +71,11 @@ def status_line(status: int) -> bytes:
 
 # Errors of the core, as constants (SPEC §3, §10)
 NO_ROUTE = json_error(404, "no_route")
+
+
+def header_lines(headers: Iterable[Header]) -> list[bytes]:
+    """`[name, b": ", value, b"\\r\\n", ...]`: headers as pieces of the head to be joined."""
+    out: list[bytes] = []
+    for name, value in headers:
+        out += (name, b": ", value, b"\r\n")
+    return out

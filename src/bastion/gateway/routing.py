@@ -188,9 +188,10 @@ class RouteMatcher(Generic[T]):
         self._hosts: DomainTable[_PathGroup[T]] = DomainTable(
             [(d, g) for d, g in groups.items() if d is not None]
         )
+        self._has_hosts = bool(self._hosts)
 
     def match(self, host: str, path: str) -> T | None:
-        if self._hosts:
+        if self._has_hosts:
             for group in self._hosts.matches(host):
                 found = group.match(path)
                 if found is not None:

@@ -24,7 +24,7 @@ from bastion.config.loader import load_config
 from bastion.config.model import Config
 from bastion.errors import ConfigError
 from bastion.gateway.connection import ClientConnection
-from bastion.gateway.pipeline import health_body, start
+from bastion.gateway.pipeline import health_body
 from bastion.gateway.runtime import Runtime, build_runtime
 from bastion.ops.logging import LOG, redact_query
 from bastion.ops.metrics import Metrics
@@ -190,9 +190,6 @@ class Worker:
         if conn in self.connections:
             self.connections.discard(conn)
             self.metrics.active_connections -= 1
-
-    def start_exchange(self, ex: Exchange) -> None:
-        start(self, ex)
 
     def health_response(self, kind: str) -> Response:
         return health_body(kind == "healthz" or self.is_ready())

@@ -97,7 +97,8 @@ class UpstreamConnection(asyncio.Protocol):
             self.close()  # bytes on an idle connection: the upstream is confused; never reuse it
             return
         self.got_bytes = True
-        ex.cork()
+        if ex.corked is None:  # what this read brings leaves for the client in one write
+            ex.corked = []
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
