@@ -1,4 +1,4 @@
-"""`bench/run --quick` works (a smoke test of the benchmark scripts; it asserts nothing on speed)."""
+"""`bench/run --quick` works: a smoke test of the benchmark scripts, nothing asserted on speed."""
 
 from __future__ import annotations
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from pathlib import Path
 
@@ -69,7 +70,14 @@ def validate(config_path: Path) -> None:
 )
 def run(config_path: Path, workers: int) -> None:
     """Serve the gateway until SIGTERM or SIGINT; SIGHUP reloads the file."""
+    config = check_config(config_path)
+    path = str(config_path.resolve())
+    if workers == 1:
+        # become the serving process (same pid, so signals reach it) without this CLI loaded
+        sys.stdout.flush()
+        sys.stderr.flush()
+        module = "bastion.gateway.worker_main"
+        os.execv(sys.executable, [sys.executable, "-m", module, "--config", path, "--single"])
     from bastion.gateway.server import serve
 
-    config = check_config(config_path)
-    sys.exit(serve(config_path.resolve(), config, workers))
+    sys.exit(serve(Path(path), config, workers))
