@@ -206,6 +206,8 @@ class Worker:
             target = target[: mark + 1] + redact_query(target[mark + 1 :])
         LOG.access(
             {
+                "ts": round(time.time(), 3),
+                "type": "access",
                 "request_id": ex.request_id,
                 "remote": ex.conn.client_ip,
                 "method": ex.method,
