@@ -75,15 +75,31 @@ def tls_context(config: Config) -> ssl.SSLContext | None:
     return context
 
 
-def start_admin(controller: Any, config: Config, spawn: Any) -> Any:
-    """Bind the admin listener now (a busy port fails the start) and serve the admin app."""
-    from bastion.admin.app import admin_server, create_app
+class AdminListener:
+    """The admin API in this process's loop, bound at once: a busy port fails the start."""
 
-    assert config.admin is not None
-    sock = listen_socket(config.admin.listen, reuse_port=False)
-    server = admin_server(create_app(controller, config.admin.token))
-    spawn(server.serve(sockets=[sock]))
-    return server
+    def __init__(self, controller: Any, config: Config, loop: asyncio.AbstractEventLoop) -> None:
+        from bastion.admin.app import admin_server, create_app
+
+        assert config.admin is not None
+        sock = listen_socket(config.admin.listen, reuse_port=False)
+        self.server = admin_server(create_app(controller, config.admin.token))
+        self.task = loop.create_task(self.server.serve(sockets=[sock]))
+
+    async def stop(self) -> None:
+        self.server.should_exit = True
+        with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+            await asyncio.wait_for(self.task, 2.0)
+
+
+def close_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """Cancel what still runs (timers, watchers) and close the loop without leaving tasks."""
+    pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
+    for task in pending:
+        task.cancel()
+    if pending:
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+    loop.close()
 
 
 def file_signature(path: Path) -> tuple[int, int, int] | None:
@@ -119,7 +135,7 @@ class Worker:
         self.draining = False
         self.stopped = asyncio.Event()
         self.runtime: Runtime = None  # type: ignore[assignment]  # set by start()
-        self.admin: Any = None
+        self.admin: AdminListener | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._reload_lock = asyncio.Lock()
 
@@ -142,7 +158,7 @@ class Worker:
             self._spawn(self.reload())  # the file changed while starting: a SIGHUP may be lost
         if self.serve_admin:
             if self.config.admin is not None:
-                self.admin = start_admin(self, self.config, self._spawn)
+                self.admin = AdminListener(self, self.config, self.loop)
             if self.config.watch:
                 self._spawn(
                     watch_file(self.config_path, self.loaded_signature, self.reload, lambda: True)
@@ -173,7 +189,7 @@ class Worker:
         for conn in list(self.connections):
             conn.abort()
         if self.admin is not None:
-            self.admin.should_exit = True
+            await self.admin.stop()
         await self.runtime.aclose()
         self.write_metrics()
         LOG.flush()
@@ -324,7 +340,7 @@ def run_worker(
         return loop.run_until_complete(main())
     finally:
         LOG.flush()
-        loop.close()
+        close_loop(loop)
 
 
 def serve(config_path: Path, config: Config, workers: int) -> int:

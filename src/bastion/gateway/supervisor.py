@@ -25,7 +25,13 @@ from bastion.config.loader import load_config_text, read_config_text
 from bastion.config.model import Config
 from bastion.errors import ConfigError
 from bastion.gateway.runtime import build_runtime
-from bastion.gateway.server import file_signature, listen_socket, start_admin, watch_file
+from bastion.gateway.server import (
+    AdminListener,
+    close_loop,
+    file_signature,
+    listen_socket,
+    watch_file,
+)
 from bastion.ops.logging import LOG
 from bastion.ops.metrics import merge
 
@@ -116,7 +122,7 @@ class Supervisor:
             return loop.run_until_complete(self._main(loop))
         finally:
             LOG.flush()
-            loop.close()
+            close_loop(loop)
             for path in self.metrics_dir.glob("*"):
                 path.unlink(missing_ok=True)
             with contextlib.suppress(OSError):
@@ -125,7 +131,7 @@ class Supervisor:
     async def _main(self, loop: asyncio.AbstractEventLoop) -> int:
         self._reload_lock = asyncio.Lock()
         try:
-            admin = start_admin(self, self.config, loop.create_task) if self.config.admin else None
+            admin = AdminListener(self, self.config, loop) if self.config.admin else None
         except OSError as exc:
             LOG.error(exc.strerror or str(exc))
             return 1
@@ -179,6 +185,5 @@ class Supervisor:
                 proc.kill()
             codes.append(proc.wait())
         if admin is not None:
-            admin.should_exit = True
-            await asyncio.sleep(0.1)
+            await admin.stop()
         return 0 if all(c == 0 for c in codes) else 1
