@@ -43,7 +43,6 @@ class ClientConnection(asyncio.Protocol):
         "error",
         "head_bytes",
         "head_size",
-        "header_count",
         "host_cache",
         "in_head",
         "limits",
@@ -75,7 +74,6 @@ class ClientConnection(asyncio.Protocol):
         self.queue: deque[Exchange] = deque()  # pipelined requests waiting their turn
         self.url = b""
         self.head_bytes = 0
-        self.header_count = 0
         self.head_size = 0
         self.deadline = 0.0
         self.phase = IDLE
@@ -165,7 +163,6 @@ class ClientConnection(asyncio.Protocol):
         self.parsing = Exchange(self)
         self.limits = self.worker.runtime.limits  # each request uses the config current now
         self.url = b""
-        self.header_count = 0
         self.head_size = 0
         self.in_head = True
         if self.phase != HEAD:
@@ -179,12 +176,6 @@ class ClientConnection(asyncio.Protocol):
         ex = self.parsing
         if ex is None or not self.in_head:
             return  # chunked trailers are not forwarded
-        self.header_count += 1
-        if self.header_count > self.limits.max_header_count:
-            self._framing_error(
-                json_error(431, "headers_too_large", "too many headers", close=True)
-            )
-            raise _Stop
         low = name.lower()
         ex.headers.append((name, value))
         ex.names.append(low)
@@ -197,6 +188,12 @@ class ClientConnection(asyncio.Protocol):
         ex = self.parsing
         assert ex is not None
         self.in_head = False
+        # (memory stays bounded meanwhile: data_received counts the head's bytes as they come)
+        if len(ex.headers) > self.limits.max_header_count:
+            self._framing_error(
+                json_error(431, "headers_too_large", "too many headers", close=True)
+            )
+            raise _Stop
         if len(self.url) + self.head_size > self.limits.max_header_size:
             self._framing_error(json_error(431, "headers_too_large", close=True))
             raise _Stop

@@ -10,15 +10,21 @@ the sizes. The upstream connection calls the exchange back; the exchange hands t
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bastion.gateway import pipeline
-from bastion.gateway.responses import RESPONSE_DROPPED, Response, header_lines, status_line
+from bastion.gateway.context import RequestContext
+from bastion.gateway.responses import (
+    RESPONSE_DROPPED,
+    STATUS_LINES,
+    Response,
+    header_lines,
+    status_line,
+)
 
 if TYPE_CHECKING:
     from bastion.errors import UpstreamError
     from bastion.gateway.connection import ClientConnection
-    from bastion.gateway.context import RequestContext
     from bastion.gateway.runtime import Chain, RouteRuntime, Runtime
     from bastion.gateway.upstream import UpstreamConnection
 
@@ -28,8 +34,9 @@ _BUFFER_LIMIT = 256 * 1024  # request body bytes held while no upstream is conne
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
-class Exchange:
-    """See the module docstring. Created by the ClientConnection at the start of a request."""
+class Exchange(RequestContext):
+    """See the module docstring. Created by the ClientConnection at the start of a request; it is
+    also the RequestContext the plugins see (one object per request)."""
 
     __slots__ = (
         "attempt",
@@ -48,23 +55,16 @@ class Exchange:
         "content_length",
         "continue_sent",
         "corked",
-        "ctx",
         "expect_continue",
         "finished",
         "framing",
         "has_body",
-        "headers",
-        "http_version",
         "keep_alive",
-        "lookup",
-        "method",
         "names",
         "no_body",
-        "request_id",
+        "raw_query",
         "response_until_close",
-        "route",
         "route_name",
-        "runtime",
         "sink",
         "start",
         "started",
@@ -78,6 +78,18 @@ class Exchange:
 
     def __init__(self, conn: ClientConnection) -> None:
         self.conn = conn
+        # RequestContext's fields, filled in as the request is parsed and routed
+        self.path = ""
+        self.query = ""
+        self.raw_query = b""
+        self.host = ""
+        self.client_ip = conn.client_ip
+        self.scheme = conn.scheme
+        self.consumer: str | None = None
+        self.upstream_set: dict[bytes, Header] | None = None
+        self.upstream_remove: set[bytes] | None = None
+        self.response_set: dict[bytes, Header] | None = None
+        self.state: dict[str, Any] | None = None
         self.method = ""
         self.target = b""
         self.headers: list[Header] = []
@@ -115,7 +127,6 @@ class Exchange:
         self.corked: list[bytes] | None = None
         self.runtime: Runtime | None = None
         self.route: RouteRuntime | None = None
-        self.ctx: RequestContext | None = None
         self.chain: Chain | None = None
         self.upstream_request = b""  # the request head sent upstream
         self.attempt = 0
@@ -224,7 +235,7 @@ class Exchange:
         self.status = status
         self.started = True
         self.no_body = self.method == "HEAD" or status in (204, 304) or status < 200
-        out = [status_line(status), *lines]
+        out = [STATUS_LINES.get(status) or status_line(status), *lines]
         if status == 101:
             out.append(extra)
         elif status in (204, 304) or status < 200:

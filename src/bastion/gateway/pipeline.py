@@ -105,20 +105,17 @@ def _route(worker: Worker, runtime: Runtime, ex: Exchange) -> bool:
     if route.max_body and max(ex.content_length or 0, ex.body_bytes) > route.max_body:
         ex.send_response(json_error(413, "request_too_large", close=True))
         return False
-    ctx = RequestContext(
-        ex.method, path, raw_query.decode("latin-1"), host, ex.headers, ex.lookup,
-        ex.conn.client_ip, ex.conn.scheme, ex.request_id, ex.http_version,
-    )  # fmt: skip
-    ctx.route = route
-    ctx.runtime = runtime
-    ex.ctx = ctx
+    ex.path = path
+    ex.raw_query = raw_query
+    ex.query = raw_query.decode("latin-1")
+    ex.host = host
     ex.chain = route.default_chain if route.chains is None else route.chain_for(host)
     return True
 
 
 async def _run_plugins(ex: Exchange) -> None:
-    ctx, chain = ex.ctx, ex.chain
-    assert ctx is not None and chain is not None
+    ctx, chain = ex, ex.chain
+    assert chain is not None
     try:
         for step in chain.request:
             answer = await step.on_request(ctx)
@@ -143,8 +140,8 @@ def _with_response_headers(ctx: RequestContext, response: Response | ResponseHea
 
 
 def _forward(ex: Exchange) -> None:
-    route, ctx = ex.route, ex.ctx
-    assert route is not None and ctx is not None and ex.runtime is not None
+    route = ex.route
+    assert route is not None and ex.runtime is not None
     if ex.chunked_in:
         framing = _CHUNKED
     elif ex.content_length is not None:
@@ -152,8 +149,8 @@ def _forward(ex: Exchange) -> None:
     else:
         framing = b""
     ex.upstream_request = upstream_head(
-        ctx,
-        ex.names, route.pool, ctx.query.encode("latin-1"), framing=framing,
+        ex,
+        ex.names, route.pool, ex.raw_query, framing=framing,
         preserve_host=route.preserve_host, trusted_peer=ex.conn.trusted, upgrade=ex.upgrade,
         identity_names=ex.runtime.identity_names, identity_prefixes=ex.runtime.identity_prefixes,
     )  # fmt: skip
@@ -227,8 +224,8 @@ def on_upstream_failure(ex: Exchange, upstream: UpstreamConnection, error: Upstr
 
 def on_response_head(ex: Exchange, status: int, headers: list[tuple[bytes, bytes]]) -> None:
     """The upstream's head arrived: response plugins, then the head to the client."""
-    ctx, chain = ex.ctx, ex.chain
-    assert ctx is not None and chain is not None
+    ctx, chain = ex, ex.chain
+    assert chain is not None
     if status == 101 and not ex.upgrade:
         _bad_upstream(ex, "the upstream switched protocols without being asked to")
         return
@@ -291,7 +288,6 @@ def complete(ex: Exchange, clean: bool) -> None:
     """The response ended (cleanly or not): release the upstream connection and finish."""
     if ex.finished:
         return
-    ex.uncork()
     upstream = ex.upstream
     ex.detach()
     if upstream is not None:
