@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hmac
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from typing import Any, Protocol
 
 import uvicorn
@@ -110,6 +110,3 @@ def admin_server(app: ASGIApp) -> _EmbeddedServer:
         ws="none",
     )
     return _EmbeddedServer(config)
-
-
-StartAdmin = Callable[[], Awaitable[None]]

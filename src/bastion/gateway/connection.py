@@ -58,7 +58,6 @@ class ClientConnection(asyncio.Protocol):
         "tunnel",
         "url",
         "worker",
-        "write_paused",
     )
 
     def __init__(self, worker: Worker, scheme: str) -> None:
@@ -78,7 +77,6 @@ class ClientConnection(asyncio.Protocol):
         self.deadline = 0.0
         self.phase = IDLE
         self.paused = False
-        self.write_paused = False
         self.closed = False
         self.draining = False
         self.tunnel = False
@@ -143,15 +141,14 @@ class ClientConnection(asyncio.Protocol):
         self.queue.clear()
 
     def pause_writing(self) -> None:
-        self.write_paused = True
         self.phase, self.deadline = WRITE, self.loop.time() + self.limits.client_timeout
         ex = self.active
         if ex is not None and ex.upstream is not None:
             ex.upstream.pause_reading()
 
     def resume_writing(self) -> None:
-        self.write_paused = False
-        self.phase, self.deadline = BUSY, 0.0
+        if self.phase == WRITE:  # (not if the exchange ended meanwhile and the connection idles)
+            self.phase, self.deadline = BUSY, 0.0
         ex = self.active
         if ex is not None and ex.upstream is not None:
             ex.upstream.resume_reading()

@@ -207,11 +207,6 @@ class Exchange(RequestContext):
             self.closing = True
         pipeline.complete(self, clean)
 
-    def cork(self) -> None:
-        """Collect writes to the client until uncork(): one write per upstream read."""
-        if self.corked is None:
-            self.corked = []
-
     def uncork(self) -> None:
         corked, self.corked = self.corked, None
         if corked:

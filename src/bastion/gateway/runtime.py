@@ -32,9 +32,6 @@ class Chain:
     response: tuple[Step, ...] = ()
 
 
-EMPTY_CHAIN = Chain()
-
-
 class RouteRuntime:
     """A route as the hot path needs it."""
 
