@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import struct
+import time
 
 from tests.e2e.conftest import GatewayFactory
 from tests.e2e.procs import ADMIN_TOKEN
@@ -73,3 +74,24 @@ def test_client_gone_mid_upload_mid_download_and_while_waiting(
 
         eventually(no_connection_left, timeout=15)
         assert "Traceback" not in "\n".join(gw.log_lines())
+
+
+def test_connection_idle_after_a_slowly_read_response_is_still_closed(
+    start_gateway: GatewayFactory,
+) -> None:
+    # the response fills the send buffer (the gateway pauses), is read to the end, and then the
+    # client idles: the keep-alive timer must still close the connection
+    with start_gateway(limits={"keepalive_timeout": 1}) as gw:
+        client = connect(gw.port)
+        client.sendall(b"GET /big-cl?bytes=8000000 HTTP/1.1\r\nHost: t\r\n\r\n")
+        time.sleep(0.5)  # let the gateway's send buffer fill: it pauses the upstream
+        received = b""
+        while b"\r\n\r\n" not in received:
+            received += client.recv(4096)
+        head, _, body = received.partition(b"\r\n\r\n")
+        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        while len(body) < length:
+            body += client.recv(1 << 20)
+        client.settimeout(15)
+        assert client.recv(1) == b""  # closed by the gateway, not by the 15 s timeout
+        client.close()
