@@ -26,6 +26,7 @@ from bastion.gateway.responses import (
 from bastion.gateway.routing import BadPath, normalize_path
 from bastion.gateway.upstream import UpstreamClosed, UpstreamTimeout
 from bastion.ops.logging import LOG
+from bastion.store.base import StoreUnavailable
 
 if TYPE_CHECKING:
     from bastion.errors import UpstreamError
@@ -128,6 +129,11 @@ async def _run_plugins(ex: Exchange) -> None:
             _finish(ex)
         else:
             _forward(ex)
+    except StoreUnavailable as exc:
+        # fail closed (SPEC §10): nothing passes while the store cannot say who may pass
+        LOG.error("store unavailable", request_id=ex.request_id, error=str(exc))
+        ex.send_response(json_error(503, "store_unavailable"))
+        _finish(ex)
     except Exception as exc:
         _crash(ex, exc)
 

@@ -1,0 +1,1 @@
+"""Thin wrappers over well-kept crypto libraries: password hashing, secret digests."""
