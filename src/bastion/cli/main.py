@@ -9,6 +9,7 @@ import click
 from bastion import __version__
 from bastion.cli.demo import demo
 from bastion.cli.run import run, validate
+from bastion.cli.store import store
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -20,6 +21,7 @@ def cli() -> None:
 cli.add_command(run)
 cli.add_command(validate)
 cli.add_command(demo)
+cli.add_command(store)
 
 
 def main() -> None:
