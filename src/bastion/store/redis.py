@@ -36,6 +36,7 @@ from bastion.store.url import StoreUrl
 
 T = TypeVar("T")
 
+_MASTER_CHECK_INTERVAL = 1.0  # seconds between two questions to the sentinels about the master
 TIMEOUT = 2.0
 PREFIX = "bastion:"
 
@@ -106,6 +107,10 @@ class RedisStore:
         # concurrent command (concurrent discoveries close each other's connections).
         self._discovered = kind != "redis+cluster"
         self._discovery = asyncio.Lock()
+        # Sentinel: redis-py asks the sentinels for the master only when it opens a connection,
+        # so pooled connections would keep writing to a demoted master; ask at most once a
+        # second, and a changed answer drops the idle connections (SentinelConnectionPool)
+        self._master_checked = 0.0
         self._incr = client.register_script(_INCR)
         self._acquire = client.register_script(_ACQUIRE)
         self._release = client.register_script(_RELEASE)
@@ -157,6 +162,11 @@ class RedisStore:
                     if not self._discovered:
                         await self._client.initialize()
                         self._discovered = True
+            if self._kind == "redis+sentinel":
+                now = time.monotonic()
+                if now - self._master_checked >= _MASTER_CHECK_INTERVAL:
+                    self._master_checked = now
+                    await self._client.connection_pool.get_master_address()
             return await thunk()
         except UNAVAILABLE as exc:
             if self._kind == "redis+cluster":
