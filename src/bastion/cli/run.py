@@ -78,6 +78,6 @@ def run(config_path: Path, workers: int) -> None:
         sys.stderr.flush()
         module = "bastion.gateway.worker_main"
         os.execv(sys.executable, [sys.executable, "-m", module, "--config", path, "--single"])
-    from bastion.gateway.server import serve
+    from bastion.gateway.supervisor import Supervisor
 
-    sys.exit(serve(Path(path), config, workers))
+    sys.exit(Supervisor(Path(path), config, workers).run())

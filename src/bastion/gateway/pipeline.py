@@ -57,19 +57,17 @@ def start(worker: Worker, ex: Exchange) -> None:
         _crash(ex, exc)
 
 
-def _split_target(ex: Exchange) -> tuple[bytes, bytes, bytes | None]:
-    """(path, query, host from an absolute-form target) of the request target."""
-    target = ex.target
+def _split_target(target: bytes) -> tuple[bytes, bytes, bytes | None]:
+    """(path, query, host of an absolute-form target) of the targets _route's fast path leaves:
+    absolute-form (RFC 9112 §3.2.2), or a path with a `#fragment` (dropped)."""
     if target[:1] != b"/":
-        if target.startswith((b"http://", b"https://")):  # absolute-form, RFC 9112 §3.2.2
+        if target.startswith((b"http://", b"https://")):
             url = httptools.parse_url(target)
             authority = url.host + (b":%d" % url.port if url.port else b"")
             return url.path or b"/", url.query or b"", authority
         raise BadPath("the request target must be a path")
-    mark = target.find(b"?")
-    path, query = (target[:mark], target[mark + 1 :]) if mark >= 0 else (target, b"")
-    hash_mark = path.find(b"#")
-    return (path[:hash_mark] if hash_mark >= 0 else path), query, None
+    path, _, query = target.partition(b"?")
+    return path.split(b"#", 1)[0], query, None
 
 
 def _route(worker: Worker, runtime: Runtime, ex: Exchange) -> bool:
@@ -77,12 +75,9 @@ def _route(worker: Worker, runtime: Runtime, ex: Exchange) -> bool:
     try:
         target = ex.target
         if target[:1] == b"/" and b"#" not in target:  # origin-form, the common case
-            mark = target.find(b"?")
-            raw_path, raw_query = (
-                (target[:mark], target[mark + 1 :]) if mark >= 0 else (target, b"")
-            )
+            raw_path, _, raw_query = target.partition(b"?")
         else:
-            raw_path, raw_query, authority = _split_target(ex)
+            raw_path, raw_query, authority = _split_target(target)
             if authority is not None:
                 ex.lookup[b"host"] = authority
         text = raw_path.decode("utf-8", "surrogateescape")

@@ -341,12 +341,3 @@ def run_worker(
     finally:
         LOG.flush()
         close_loop(loop)
-
-
-def serve(config_path: Path, config: Config, workers: int) -> int:
-    """`bastion run`: one process, or a supervisor of `workers` processes."""
-    if workers <= 1:
-        return run_worker(config_path, config, serve_admin=True, reuse_port=False)
-    from bastion.gateway.supervisor import Supervisor
-
-    return Supervisor(config_path, config, workers).run()
