@@ -2,7 +2,10 @@
 
 BastionError
 ├── ConfigError        a config file or option is invalid; carries every problem with its path
-└── UpstreamError      an upstream could not be reached or did not answer in time
+├── UpstreamError      an upstream could not be reached or did not answer in time
+└── RequestBodyError   a plugin could not read the request body
+    ├── BodyTooLarge   it passed the plugin's limit (413)
+    └── ClientGone     the client left or timed out before sending it all
 """
 
 from __future__ import annotations
@@ -27,3 +30,15 @@ class ConfigError(BastionError):
 
 class UpstreamError(BastionError):
     """An upstream request failed before its response head arrived."""
+
+
+class RequestBodyError(BastionError):
+    """A plugin's read of the request body failed; the pipeline answers (or stops) for it."""
+
+
+class BodyTooLarge(RequestBodyError):
+    """The request body is larger than the plugin reading it accepts."""
+
+
+class ClientGone(RequestBodyError):
+    """The client closed the connection or timed out before its body was complete."""

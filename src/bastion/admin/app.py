@@ -24,7 +24,9 @@ class Controller(Protocol):
 
     def metrics_snapshot(self) -> dict[str, Any]: ...
 
-    def is_ready(self) -> bool: ...
+    def readiness(self) -> str:
+        """`ok`, or why not ready: `draining`, `store_unavailable`."""
+        ...
 
     async def reload(self) -> list[str]:
         """Reload the config file; the problems that refused it, or [] when it took effect."""
@@ -70,9 +72,10 @@ def create_app(controller: Controller, token: str) -> ASGIApp:
 
     @app.get("/readyz", response_model=Status, responses={503: {"model": Status}})
     async def readyz() -> Any:
-        if controller.is_ready():
+        status = controller.readiness()
+        if status == "ok":
             return Status(status="ok")
-        return JSONResponse({"status": "draining"}, status_code=503)
+        return JSONResponse({"status": status}, status_code=503)
 
     @app.get("/metrics", response_class=Response)
     async def metrics() -> Response:

@@ -138,6 +138,8 @@ class ClientConnection(asyncio.Protocol):
         ex = self.active
         if ex is not None and ex.upstream is not None and not ex.finished:
             ex.upstream.abort()  # the client went away: stop the upstream work too
+        if ex is not None:
+            ex.body_aborted()
         self.queue.clear()
 
     def pause_writing(self) -> None:

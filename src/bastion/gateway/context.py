@@ -69,6 +69,11 @@ class RequestContext:
         self.response_set: dict[bytes, Header] | None = None
         self.state: dict[str, Any] | None = None
 
+    async def read_body(self, limit: int) -> bytes:
+        """The whole request body, buffered (it still goes upstream if the request does).
+        Raises BodyTooLarge past `limit` bytes, ClientGone when the client leaves first."""
+        raise NotImplementedError  # the gateway's Exchange implements it
+
     def header(self, name: str) -> str | None:
         """The client's header value by case-insensitive name (the last one if repeated)."""
         value = self.lookup.get(name.lower().encode("latin-1"))

@@ -10,8 +10,10 @@ the sizes. The upstream connection calls the exchange back; the exchange hands t
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any
 
+from bastion.errors import BodyTooLarge, ClientGone
 from bastion.gateway import pipeline
 from bastion.gateway.context import RequestContext
 from bastion.gateway.responses import (
@@ -44,6 +46,8 @@ class Exchange(RequestContext):
         "body_done",
         "body_limit",
         "body_sent",
+        "body_waiter",
+        "body_wanted",
         "buffer",
         "buffered",
         "bytes_out",
@@ -105,6 +109,8 @@ class Exchange(RequestContext):
         self.body_done = False
         self.body_bytes = 0
         self.body_limit = 0  # 0: no limit
+        self.body_waiter: asyncio.Future[None] | None = None  # a plugin awaits the whole body
+        self.body_wanted = 0  # the limit of that plugin's read
         self.buffer: list[bytes] | None = None
         self.buffered = 0
         self.sink: UpstreamConnection | None = None
@@ -146,16 +152,47 @@ class Exchange(RequestContext):
             self.buffer = []
         self.buffer.append(chunk)
         self.buffered += len(chunk)
-        if self.buffered >= _BUFFER_LIMIT:
+        waiter = self.body_waiter
+        if waiter is not None:  # a plugin reads the whole body: its limit bounds the buffer
+            if self.buffered > self.body_wanted:
+                self.body_waiter = None
+                if not waiter.done():
+                    waiter.set_exception(BodyTooLarge())
+                self.conn.pause_reading()
+        elif self.buffered >= _BUFFER_LIMIT:
             self.conn.pause_reading()
 
     def feed_body_end(self) -> None:
         self.body_done = True
+        waiter, self.body_waiter = self.body_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
         sink = self.sink
         if sink is not None:
             if self.chunked_in:
                 sink.write(b"0\r\n\r\n")
             sink.start_response_timer()
+
+    async def read_body(self, limit: int) -> bytes:
+        if not self.has_body:
+            return b""
+        if (self.content_length or 0) > limit or self.buffered > limit:
+            raise BodyTooLarge()
+        if not self.body_done:
+            if self.conn.closed:
+                raise ClientGone()
+            self.body_wanted = limit
+            self.body_waiter = self.conn.loop.create_future()
+            self.want_body()
+            self.conn.resume_reading()
+            await self.body_waiter
+        return b"".join(self.buffer) if self.buffer else b""
+
+    def body_aborted(self) -> None:
+        """The connection is gone: a plugin waiting for the body stops waiting."""
+        waiter, self.body_waiter = self.body_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(ClientGone())
 
     def want_body(self) -> None:
         """Tell a client that sent `Expect: 100-continue` to go on (RFC 9110 §10.1.1)."""

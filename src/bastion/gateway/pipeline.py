@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import httptools
 
+from bastion.errors import BodyTooLarge, ClientGone
 from bastion.gateway.context import RequestContext, ResponseHead
 from bastion.gateway.forwarding import connection_tokens, request_id, upstream_head
 from bastion.gateway.responses import (
@@ -124,6 +125,11 @@ async def _run_plugins(ex: Exchange) -> None:
             _finish(ex)
         else:
             _forward(ex)
+    except BodyTooLarge:
+        ex.send_response(json_error(413, "request_too_large", close=True))
+        _finish(ex)
+    except ClientGone:
+        _finish(ex)  # nobody to answer; a timeout already sent its 408
     except StoreUnavailable as exc:
         # fail closed (SPEC §10): nothing passes while the store cannot say who may pass
         LOG.error("store unavailable", request_id=ex.request_id, error=str(exc))
@@ -319,5 +325,6 @@ def _crash(ex: Exchange, exc: Exception) -> None:
     _finish(ex)
 
 
-def health_body(ready: bool) -> Response:
-    return json_response(200 if ready else 503, {"status": "ok" if ready else "draining"})
+def health_body(status: str) -> Response:
+    """`{"status": "ok"}` 200, or 503 with why not (`draining`, `store_unavailable`)."""
+    return json_response(200 if status == "ok" else 503, {"status": status})

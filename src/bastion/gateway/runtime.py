@@ -19,9 +19,12 @@ from bastion.gateway.forwarding import IDENTITY_NAMES, IDENTITY_PREFIXES
 from bastion.gateway.routing import DomainTable, RouteMatcher, RouteSpec
 from bastion.gateway.upstream import UpstreamPool
 from bastion.ops.logging import LOG
+from bastion.ops.metrics import Metrics
 from bastion.plugins.base import Plugin, PluginDeps, Step
 from bastion.plugins.registry import RulesError
 from bastion.plugins.rules import PluginRules, resolve_rules
+from bastion.store.base import Store
+from bastion.store.factory import open_store
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,8 +73,12 @@ class Runtime:
         pools: dict[str, UpstreamPool],
         plugins: list[Plugin],
         identity_names: frozenset[bytes] = IDENTITY_NAMES,
+        store: Store | None = None,
     ) -> None:
         self.config = config
+        #: opened when a plugin needs it; a reload with the same URL hands it to the next Runtime
+        self.store = store
+        self.close_store = True  # False once a newer Runtime took the store over
         self.limits = config.limits
         self.router = router
         self.pools = pools
@@ -127,6 +134,8 @@ class Runtime:
                 await plugin.aclose()
             except Exception as exc:  # closing must go on for the others
                 LOG.error("plugin close failed", plugin=plugin.NAME, error=repr(exc))
+        if self.store is not None and self.close_store:
+            await self.store.aclose()
 
 
 def _chain(steps: list[tuple[int, str, Step]]) -> Chain:
@@ -173,15 +182,32 @@ def _route_chains(
 
 
 async def build_runtime(
-    config: Config, loop: asyncio.AbstractEventLoop, clock: Clock = SYSTEM_CLOCK
+    config: Config,
+    loop: asyncio.AbstractEventLoop,
+    clock: Clock = SYSTEM_CLOCK,
+    *,
+    store: Store | None = None,
+    store_url: str | None = None,
+    metrics: Metrics | None = None,
 ) -> Runtime:
-    """Compile `config`; raise ConfigError (nothing half-built survives a failure)."""
+    """Compile `config`; raise ConfigError (nothing half-built survives a failure). `store` is
+    the running one, reused when `store_url` (its URL) is still the config's."""
     try:
         resolved = resolve_rules(config)
     except RulesError as exc:
         raise ConfigError(exc.problems) from None
 
-    deps = PluginDeps(clock=clock, route_names=frozenset(r.name for r in config.routes))
+    needs_store = any(rules.cls.USES_STORE for rules in resolved.values())
+    if not needs_store:
+        store = None
+    elif store is None or store_url != config.store:
+        store = await open_store(config.store)  # connects lazily: an outage is not a bad config
+    deps = PluginDeps(
+        clock=clock,
+        route_names=frozenset(r.name for r in config.routes),
+        store=store,
+        metrics=metrics if metrics is not None else Metrics(),
+    )
     plugins: list[Plugin] = []
     bound: dict[str, tuple[PluginRules, Plugin, dict[int, Step | None]]] = {}
     problems: list[tuple[str, str]] = []
@@ -197,6 +223,8 @@ async def build_runtime(
     if problems:
         for plugin in plugins:
             await plugin.aclose()
+        if store is not None and store_url != config.store:
+            await store.aclose()
         raise ConfigError(problems)
     pools = {s.name: UpstreamPool(s, loop) for s in config.services}
     routes: list[RouteSpec[RouteRuntime]] = []
@@ -211,4 +239,4 @@ async def build_runtime(
     identity = {
         n.lower().replace("_", "-").encode("latin-1") for p in plugins for n in p.identity_headers()
     }
-    return Runtime(config, RouteMatcher(routes), pools, plugins, IDENTITY_NAMES | identity)
+    return Runtime(config, RouteMatcher(routes), pools, plugins, IDENTITY_NAMES | identity, store)

@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 _SWEEP_INTERVAL = 0.5  # seconds between timeout checks: timeouts are seconds-grained
 _WATCH_INTERVAL = 1.0
 _SNAPSHOT_INTERVAL = 1.0
+_STORE_CHECK_INTERVAL = 1.0
+_STORE_CHECK_TIMEOUT = 2.0
 
 
 def listen_socket(address: str, reuse_port: bool) -> socket.socket:
@@ -141,7 +143,7 @@ class Worker:
 
     # --- life cycle
     async def start(self) -> None:
-        self.runtime = await build_runtime(self.config, self.loop)
+        self.runtime = await self._build(self.config)
         context = tls_context(self.config)
         scheme = "https" if context else "http"
         for address in self.config.listen_addresses:
@@ -151,6 +153,7 @@ class Worker:
             )
             self.servers.append(server)
         self._spawn(self._sweeper())
+        self._spawn(self._store_checker())
         for sig in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(sig, self.begin_drain)
         self.loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self.reload()))
@@ -208,7 +211,7 @@ class Worker:
             self.metrics.active_connections -= 1
 
     def health_response(self, kind: str) -> Response:
-        return health_body(kind == "healthz" or self.is_ready())
+        return health_body("ok" if kind == "healthz" else self.readiness())
 
     def log_exchange(self, ex: Exchange) -> None:
         status = ex.status or 499  # 499: the client went away before an answer (nginx's code)
@@ -238,8 +241,13 @@ class Worker:
         )
 
     # --- admin controller
-    def is_ready(self) -> bool:
-        return not self.draining and self.runtime is not None
+    def readiness(self) -> str:
+        """`ok`, or why this worker should get no traffic: `draining` or `store_unavailable`."""
+        if self.draining or self.runtime is None:
+            return "draining"
+        if self.metrics.store_down and self.runtime.store is not None:
+            return "store_unavailable"
+        return "ok"
 
     def metrics_snapshot(self) -> dict[str, Any]:
         return self.metrics.snapshot()
@@ -249,7 +257,7 @@ class Worker:
         async with self._reload_lock:
             try:
                 config = load_config(self.config_path)
-                runtime = await build_runtime(config, self.loop)
+                runtime = await self._build(config)
             except ConfigError as exc:
                 problems = [f"{p}: {m}" if p else m for p, m in exc.problems]
                 self.metrics.reloads["error"] += 1
@@ -258,12 +266,44 @@ class Worker:
             if config.listen != self.config.listen or config.tls != self.config.tls:
                 LOG.warning("listen and tls changes take effect after a restart")
             old, self.runtime, self.config = self.runtime, runtime, config
+            old.close_store = old.store is not runtime.store
             old.retire()
             self.metrics.reloads["ok"] += 1
             LOG.info("config reloaded", routes=len(config.routes))
             return []
 
+    async def _build(self, config: Config) -> Runtime:
+        """Compile `config`, reusing the running store when its URL did not change."""
+        current = self.runtime
+        return await build_runtime(
+            config,
+            self.loop,
+            store=current.store if current is not None else None,
+            store_url=current.config.store if current is not None else None,
+            metrics=self.metrics,
+        )
+
     # --- timers
+    async def _store_checker(self) -> None:
+        """Check the store once a second for /readyz (SPEC §9): a worker that cannot reach it
+        answers 503 there, so a load balancer sends its traffic to another node."""
+        while True:
+            store = self.runtime.store
+            if store is None:
+                self.metrics.store_down = 0
+            else:
+                try:
+                    await asyncio.wait_for(store.check(), _STORE_CHECK_TIMEOUT)
+                except Exception as exc:  # StoreUnavailable, a timeout, a closed store
+                    if not self.metrics.store_down:
+                        LOG.error("store unavailable: not ready", error=str(exc) or repr(exc))
+                    self.metrics.store_down = 1
+                else:
+                    if self.metrics.store_down:
+                        LOG.info("store reachable again: ready")
+                    self.metrics.store_down = 0
+            await asyncio.sleep(_STORE_CHECK_INTERVAL)
+
     async def _sweeper(self) -> None:
         last_snapshot = 0.0
         parent = os.getppid()

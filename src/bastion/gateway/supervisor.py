@@ -89,8 +89,12 @@ class Supervisor:
         total["reloads"] = dict(self.reloads)
         return total
 
-    def is_ready(self) -> bool:
-        return not self.stopping and all(p.poll() is None for p in self.procs.values())
+    def readiness(self) -> str:
+        if self.stopping or any(p.poll() is not None for p in self.procs.values()):
+            return "draining"
+        if self.metrics_snapshot().get("store_down"):
+            return "store_unavailable"  # some worker's last store check failed
+        return "ok"
 
     async def reload(self) -> list[str]:
         assert self._reload_lock is not None

@@ -32,7 +32,10 @@ BUCKETS = (
 class Metrics:
     """One worker's counters."""
 
-    __slots__ = ("active_connections", "latency", "reloads", "requests", "upstream_errors")
+    __slots__ = (
+        "active_connections", "auth", "latency", "reloads", "requests", "store_down",
+        "upstream_errors",
+    )  # fmt: skip
 
     def __init__(self) -> None:
         self.requests: dict[tuple[str, int], int] = {}
@@ -41,6 +44,8 @@ class Metrics:
         self.upstream_errors: dict[tuple[str, str], int] = {}
         self.active_connections = 0
         self.reloads: dict[str, int] = {"ok": 0, "error": 0}
+        self.auth: dict[tuple[str, str], int] = {}  # (plugin, outcome) → count
+        self.store_down = 0  # 1 while this worker's last store check failed
 
     def observe(self, route: str, status: int, seconds: float) -> None:
         key = (route, status)
@@ -55,6 +60,11 @@ class Metrics:
         key = (service, kind)
         self.upstream_errors[key] = self.upstream_errors.get(key, 0) + 1
 
+    def auth_outcome(self, plugin: str, outcome: str) -> None:
+        """One authentication decision: `ok`, `invalid_token`, `denied`, `issued`, ..."""
+        key = (plugin, outcome)
+        self.auth[key] = self.auth.get(key, 0) + 1
+
     def snapshot(self) -> dict[str, Any]:
         """A JSON-able copy, for the admin process to merge."""
         return {
@@ -63,6 +73,8 @@ class Metrics:
             "upstream_errors": [[s, k, n] for (s, k), n in self.upstream_errors.items()],
             "active_connections": self.active_connections,
             "reloads": dict(self.reloads),
+            "auth": [[p, o, n] for (p, o), n in self.auth.items()],
+            "store_down": self.store_down,
         }
 
 
@@ -83,6 +95,9 @@ def merge(snapshots: Iterable[dict[str, Any]]) -> dict[str, Any]:
         total.active_connections += snap.get("active_connections", 0)
         for result, n in snap.get("reloads", {}).items():
             total.reloads[result] = total.reloads.get(result, 0) + n
+        for plugin, outcome, n in snap.get("auth", []):
+            total.auth[(plugin, outcome)] = total.auth.get((plugin, outcome), 0) + n
+        total.store_down += snap.get("store_down", 0)  # workers whose store check failed
     return total.snapshot()
 
 
@@ -139,3 +154,16 @@ def _families(snap: dict[str, Any]) -> Iterator[Any]:
     for result, n in snap["reloads"].items():
         reloads.add_metric([result], n)
     yield reloads
+    auth = CounterMetricFamily(
+        "bastion_auth_outcomes",
+        "Authentication decisions, by plugin and outcome.",
+        labels=["plugin", "outcome"],
+    )
+    for plugin, outcome, n in snap.get("auth", []):
+        auth.add_metric([plugin, outcome], n)
+    yield auth
+    yield GaugeMetricFamily(
+        "bastion_store_down",
+        "Workers whose last store check failed (0 when the store is up or unused).",
+        value=snap.get("store_down", 0),
+    )

@@ -11,15 +11,17 @@ done at config load: a Step holds only what it needs to answer requests.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
 from bastion.config.model import Model
 from bastion.gateway.clock import SYSTEM_CLOCK, Clock
+from bastion.ops.metrics import Metrics
 
 if TYPE_CHECKING:
     from bastion.gateway.context import RequestContext, ResponseHead
     from bastion.gateway.responses import Response
+    from bastion.store.base import Store
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +30,10 @@ class PluginDeps:
 
     clock: Clock = SYSTEM_CLOCK
     route_names: frozenset[str] = frozenset()
+    #: the shared store, opened for plugins that declare USES_STORE (None otherwise)
+    store: Store | None = None
+    #: the worker's counters (auth outcomes); a fresh one when the plugin runs outside a worker
+    metrics: Metrics = field(default_factory=Metrics)
 
 
 class Step:
@@ -62,6 +68,8 @@ class Plugin:
     #: the instance config has Higress `global_auth` (auth plugins); others apply the instance
     #: config everywhere when it sets anything, or when the plugin has no rules at all
     GLOBAL_AUTH: ClassVar[bool] = False
+    #: the plugin keeps state in the shared store: the gateway opens it and checks it in /readyz
+    USES_STORE: ClassVar[bool] = False
 
     def __init__(self, config: Model, deps: PluginDeps) -> None:
         self.config = config
