@@ -370,7 +370,10 @@ def test_health_endpoints_can_be_turned_off() -> None:
 
 def test_unknown_plugin_is_reported_with_a_hint() -> None:
     assert problems(MINIMAL + "plugins: {header: {}}\n") == [
-        ("plugins.header", "unknown plugin 'header' (did you mean 'headers'?); known: headers")
+        (
+            "plugins.header",
+            "unknown plugin 'header' (did you mean 'headers'?); known: headers, oauth",
+        )
     ]
 
 
@@ -411,7 +414,7 @@ plugins: {header: {}}
         "routes[0].service: unknown service 'bakend' (did you mean 'backend'?)",
         "routes[1].name: duplicate route name 'a'",
         "routes[1].service: unknown service 'nope'",
-        "plugins.header: unknown plugin 'header' (did you mean 'headers'?); known: headers",
+        "plugins.header: unknown plugin 'header' (did you mean 'headers'?); known: headers, oauth",
     ]
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,10 +14,13 @@ from pydantic import BaseModel, ValidationError
 from bastion.config.model import Model
 from bastion.plugins.base import Plugin, PluginDeps, Step
 from bastion.plugins.registry import PLUGINS, plugin_class, unknown_plugin
+from bastion.store.sqlite import SqliteStore
 
 # A minimal valid instance config for each plugin whose Config has required fields; plugins
 # whose Config validates from {} need no entry.
-SAMPLE_CONFIGS: dict[str, dict[str, Any]] = {}
+SAMPLE_CONFIGS: dict[str, dict[str, Any]] = {
+    "oauth": {"consumers": [{"name": "c1", "client_id": "id-1", "client_secret": "s" * 32}]},
+}
 
 REGISTERED = sorted(PLUGINS.items())
 IDS = [name for name, _ in REGISTERED]
@@ -26,7 +31,9 @@ def build(cls: type[Plugin]) -> Plugin:
         config = cls.Config.model_validate(SAMPLE_CONFIGS.get(cls.NAME, {}))
     except ValidationError as exc:
         pytest.fail(f"add a minimal config for {cls.NAME!r} to SAMPLE_CONFIGS: {exc}")
-    return cls(config, PluginDeps(route_names=frozenset({"route-a"})))
+    # a store that is never touched: SqliteStore opens its file on first use
+    store = SqliteStore(Path(tempfile.mkdtemp()) / "store.db") if cls.USES_STORE else None
+    return cls(config, PluginDeps(route_names=frozenset({"route-a"}), store=store))
 
 
 def test_registry_is_not_empty() -> None:

@@ -75,6 +75,14 @@ class Plugin:
         self.config = config
         self.deps = deps
 
+    @classmethod
+    def check_rule(
+        cls, instance: Model, rule: Model | None, *, instance_applies: bool
+    ) -> list[tuple[str, str]]:
+        """Problems only visible beside the instance config, as (path relative to the section,
+        message): for the instance section (`rule` None) and for each rule."""
+        return []
+
     def bind(self, rule: Model) -> Step | None:
         """The Step for one scope: `rule` is a rule's config, or `self.config` for the instance
         scope; None when the plugin has nothing to do there."""

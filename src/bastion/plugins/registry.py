@@ -7,8 +7,9 @@ from typing import Any
 from bastion.config.errors import suggest
 from bastion.plugins.base import Plugin
 from bastion.plugins.headers.handler import HeadersPlugin
+from bastion.plugins.oauth.handler import OAuthPlugin
 
-PLUGINS: dict[str, type[Plugin]] = {cls.NAME: cls for cls in (HeadersPlugin,)}
+PLUGINS: dict[str, type[Plugin]] = {cls.NAME: cls for cls in (HeadersPlugin, OAuthPlugin)}
 
 
 def plugin_class(name: str) -> type[Plugin] | None:

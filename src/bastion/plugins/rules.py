@@ -105,6 +105,7 @@ class _Resolution:
         self.route_rules: dict[str, Model] = {}
         self.domain_rules: dict[str, Model] = {}
         self.route_owner: dict[str, str] = {}  # route name → where its rule is
+        self.sections: list[tuple[str, Model]] = []  # (where, rule) of every valid rule
         self.domain_owner: dict[str, str] = {}
 
     def rule_entry(self, entry: Any, at: str) -> None:
@@ -120,6 +121,8 @@ class _Resolution:
             return
         body = {k: v for k, v in entry.items() if k not in (MATCH_ROUTE, MATCH_DOMAIN)}
         rule = _validate(self.cls.Rule, body, [at], self.problems)
+        if rule is not None:
+            self.sections.append((at, rule))
         key = MATCH_ROUTE if has_route else MATCH_DOMAIN
         for j, name in enumerate(_names(entry[key], f"{at}.{key}", self.problems)):
             where = f"{at}.{key}[{j}]"
@@ -196,9 +199,16 @@ def resolve_rules(config: Config | PluginSections) -> dict[str, PluginRules]:
             if name in route.plugins:  # a route's own map means a _match_route_ rule
                 at = f"routes[{i}].plugins.{name}"
                 rule = _validate(cls.Rule, route.plugins[name] or {}, [at], problems)
+                if rule is not None:
+                    resolution.sections.append((at, rule))
                 resolution.route_rule(route.name, rule, at, at)
         if instance is not None:
             applies = _instance_applies(cls, raw, fields, resolution.has_rules)
+            for at, section in [(base, None), *resolution.sections]:
+                problems.extend(
+                    (f"{at}.{path}" if path else at, message)
+                    for path, message in cls.check_rule(instance, section, instance_applies=applies)
+                )
             resolved[name] = PluginRules(
                 cls, instance, applies, resolution.route_rules, resolution.domain_rules
             )

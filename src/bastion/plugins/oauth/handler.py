@@ -1,0 +1,162 @@
+"""`oauth` plugin: Higress/MSE-compatible client-credentials JWT issuer and verifier (SPEC §4).
+
+Each scope (instance config, or a rule) gets one OAuthStep built at config load: its consumers'
+keys, its token endpoint, its verified-token cache. A request whose path ends with `auth_path` is
+a token request and is answered here; any other needs `Bearer <token>` in the auth header.
+"""
+
+from __future__ import annotations
+
+from bastion.config.model import Model
+from bastion.errors import ConfigError
+from bastion.gateway.context import RequestContext
+from bastion.gateway.responses import Response, text_response, www_authenticate
+from bastion.ops.logging import LOG
+from bastion.plugins.base import Plugin, PluginDeps, Step
+from bastion.plugins.oauth.cache import VerifiedCache
+from bastion.plugins.oauth.lockout import FailureLimit
+from bastion.plugins.oauth.revocation import Revocations
+from bastion.plugins.oauth.schema import OAuthConfig, OAuthRule, merged, scope_problems
+from bastion.plugins.oauth.token_endpoint import TokenEndpoint
+from bastion.plugins.oauth.tokens import InvalidToken, TokenCodec, VerifiedToken
+
+CONSUMER_HEADER = "X-Mse-Consumer"
+_INVALID = "Invalid Jwt token"  # reference 000 "Error codes"
+_DENIED = "Access Denied"
+_WEAK_SECRET = 14  # bytes: HS256 keys under 112 bits are weak (NIST SP 800-131A)
+
+
+class OAuthStep(Step):
+    """One scope of the plugin, ready to serve (see the module docstring)."""
+
+    def __init__(self, plugin: OAuthPlugin, config: OAuthRule) -> None:
+        deps = plugin.deps
+        self.clock = deps.clock
+        self.metrics = deps.metrics
+        self.revocations = plugin.revocations
+        self.codec = TokenCodec(config, deps.clock)
+        self.cache = VerifiedCache(config.clock_skew_seconds)
+        plugin.caches.append(self.cache)
+        self.auth_path = config.auth_path
+        self.endpoint = TokenEndpoint(config, self.codec, plugin.failures_for(config), deps.metrics)
+        self.header_name = config.header_name
+        self.header_key = config.header_name.lower().encode("latin-1")
+        self.route_bound = not config.global_credentials
+        self.allow = frozenset(config.allow) if config.allow is not None else None
+        self.required = frozenset(config.required_scopes or ())
+        self.keep_token = config.keep_token
+
+    async def on_request(self, ctx: RequestContext) -> Response | None:
+        if ctx.path.endswith(self.auth_path):
+            return await self.endpoint.answer(ctx)
+        raw = ctx.lookup.get(self.header_key)
+        if raw is None or raw[:7].lower() != b"bearer ":
+            return self._unauthorized(ctx, "missing_token", given=raw is not None)
+        token = raw[7:].strip().decode("latin-1")
+        if self.revocations.stale():
+            await self.revocations.refresh()  # StoreUnavailable → 503: fail closed
+        verified = self.cache.get(token, self.clock.time())
+        if verified is None:
+            try:
+                verified = self.codec.verify(token)
+            except InvalidToken as exc:
+                return self._unauthorized(ctx, "invalid_token", reason=exc.reason)
+            if await self.revocations.is_revoked(verified.jti):
+                return self._unauthorized(ctx, "revoked")
+            self.cache.put(token, verified)
+        denied = self._denied(ctx, verified)
+        if denied is not None:
+            return denied
+        self.metrics.auth_outcome("oauth", "ok")
+        ctx.consumer = verified.consumer
+        ctx.set_upstream_header(CONSUMER_HEADER, verified.consumer)
+        if not self.keep_token:
+            ctx.remove_upstream_header(self.header_name)
+        return None
+
+    def _denied(self, ctx: RequestContext, verified: VerifiedToken) -> Response | None:
+        assert ctx.route is not None
+        if (self.route_bound and verified.aud != ctx.route.name) or (
+            self.allow is not None and verified.consumer not in self.allow
+        ):
+            self.metrics.auth_outcome("oauth", "denied")
+            return text_response(403, _DENIED)
+        if self.required and not self.required <= verified.scopes:
+            self.metrics.auth_outcome("oauth", "insufficient_scope")
+            challenge = www_authenticate(
+                "Bearer", error="insufficient_scope", scope=" ".join(sorted(self.required))
+            )  # RFC 6750 §3.1
+            return text_response(403, _DENIED, [challenge])
+        return None
+
+    def _unauthorized(
+        self, ctx: RequestContext, outcome: str, *, given: bool = True, reason: str = ""
+    ) -> Response:
+        self.metrics.auth_outcome("oauth", outcome)
+        realm = ctx.path[:256]  # Higress: the request URI; the query may hold secrets
+        params: dict[str, str] = {"realm": realm}
+        if given:
+            params["error"] = "invalid_token"  # RFC 6750 §3.1: only when a token was given
+        return text_response(401, _INVALID, [www_authenticate("Bearer", **params)])
+
+
+class OAuthPlugin(Plugin):
+    NAME = "oauth"
+    PRIORITY = 350  # Higress: authentication phase, priority 350
+    Config = OAuthConfig
+    Rule = OAuthRule
+    GLOBAL_AUTH = True
+    USES_STORE = True  # lockouts and revocations are shared by every node
+
+    def __init__(self, config: Model, deps: PluginDeps) -> None:
+        super().__init__(config, deps)
+        assert isinstance(config, OAuthConfig)
+        self.instance: OAuthConfig = config
+        self.caches: list[VerifiedCache] = []
+        if deps.store is None:
+            raise ConfigError([("", "the oauth plugin needs the store")])
+        self.store = deps.store
+        self.revocations = Revocations(deps.store, deps.clock, self._drop_caches)
+        self._limits: dict[tuple[int, float], FailureLimit] = {}
+        _warn_weak_secrets(config)
+
+    @classmethod
+    def check_rule(
+        cls, instance: Model, rule: Model | None, *, instance_applies: bool
+    ) -> list[tuple[str, str]]:
+        assert isinstance(instance, OAuthConfig)
+        if rule is None:
+            problems = scope_problems(instance, merged(instance, None))
+            if not instance_applies:
+                problems = [p for p in problems if p[0] != "consumers"]
+            return problems
+        assert isinstance(rule, OAuthRule)
+        return scope_problems(rule, merged(instance, rule))
+
+    def bind(self, rule: Model) -> Step | None:
+        if isinstance(rule, OAuthRule):
+            if "consumers" in rule.model_fields_set:
+                _warn_weak_secrets(rule)
+            return OAuthStep(self, merged(self.instance, rule))
+        return OAuthStep(self, merged(self.instance, None))
+
+    def failures_for(self, config: OAuthRule) -> FailureLimit:
+        key = (config.lockout.max_failures, config.lockout.window)
+        if key not in self._limits:
+            self._limits[key] = FailureLimit(self.store, config.lockout, self.deps.clock)
+        return self._limits[key]
+
+    def _drop_caches(self) -> None:
+        for cache in self.caches:
+            cache.clear()
+
+
+def _warn_weak_secrets(config: OAuthConfig | OAuthRule) -> None:
+    if config.signing is not None:
+        return  # the gateway's own keys sign: secrets are only compared
+    for consumer in config.consumers or []:
+        if len(consumer.client_secret.encode()) < _WEAK_SECRET:
+            LOG.warning(
+                "oauth: a client_secret shorter than 14 bytes is a weak HS256 key",
+                consumer=consumer.name,
+            )
