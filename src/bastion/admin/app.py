@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bastion import __version__
 from bastion.ops.metrics import render
+from bastion.store.base import StoreUnavailable
 
 _OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 
@@ -30,6 +31,10 @@ class Controller(Protocol):
 
     async def reload(self) -> list[str]:
         """Reload the config file; the problems that refused it, or [] when it took effect."""
+        ...
+
+    async def revoke_tokens(self, jtis: list[str]) -> int:
+        """Revoke access tokens by jti in the store (ValueError without the oauth plugin)."""
         ...
 
 
@@ -56,6 +61,15 @@ class BearerTokenGuard:
 
 class Status(BaseModel):
     status: str
+
+
+class Revoked(BaseModel):
+    revoked: str
+
+
+class Problem(BaseModel):
+    error: str
+    message: str
 
 
 class InvalidConfig(BaseModel):
@@ -89,6 +103,23 @@ def create_app(controller: Controller, token: str) -> ASGIApp:
         if problems:
             return JSONResponse({"error": "invalid_config", "problems": problems}, status_code=400)
         return Status(status="reloaded")
+
+    @app.delete(
+        "/tokens/{jti}",
+        response_model=Revoked,
+        responses={409: {"model": Problem}, 503: {"model": Problem}},
+    )
+    async def revoke_token(jti: str) -> Any:
+        """Revoke an access token by its jti; every node refuses it within a second."""
+        try:
+            await controller.revoke_tokens([jti])
+        except ValueError as exc:
+            return JSONResponse({"error": "no_oauth", "message": str(exc)}, status_code=409)
+        except StoreUnavailable as exc:
+            return JSONResponse(
+                {"error": "store_unavailable", "message": str(exc)}, status_code=503
+            )
+        return Revoked(revoked=jti)
 
     return BearerTokenGuard(app, token)
 

@@ -10,6 +10,7 @@ from bastion import __version__
 from bastion.cli.demo import demo
 from bastion.cli.run import run, validate
 from bastion.cli.store import store
+from bastion.cli.tokens import tokens
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -22,6 +23,7 @@ cli.add_command(run)
 cli.add_command(validate)
 cli.add_command(demo)
 cli.add_command(store)
+cli.add_command(tokens)
 
 
 def main() -> None:

@@ -252,6 +252,12 @@ class Worker:
     def metrics_snapshot(self) -> dict[str, Any]:
         return self.metrics.snapshot()
 
+    async def revoke_tokens(self, jtis: list[str]) -> int:
+        from bastion.plugins.oauth.revocation import revoke_under
+
+        runtime = self.runtime
+        return await revoke_under(runtime.config, jtis, runtime.store)
+
     async def reload(self) -> list[str]:
         """Load and compile the file again; swap atomically, or keep the old config and say why."""
         async with self._reload_lock:

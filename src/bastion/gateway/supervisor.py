@@ -96,6 +96,11 @@ class Supervisor:
             return "store_unavailable"  # some worker's last store check failed
         return "ok"
 
+    async def revoke_tokens(self, jtis: list[str]) -> int:
+        from bastion.plugins.oauth.revocation import revoke_under
+
+        return await revoke_under(self.config, jtis)  # a store of its own, for this call
+
     async def reload(self) -> list[str]:
         assert self._reload_lock is not None
         async with self._reload_lock:

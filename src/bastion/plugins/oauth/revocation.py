@@ -11,9 +11,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 from bastion.gateway.clock import Clock
 from bastion.store.base import Store
+from bastion.store.factory import open_store
+
+if TYPE_CHECKING:
+    from bastion.config.model import Config
 
 NAMESPACE = "revoked"
 TOPIC = "revocations"
@@ -29,6 +34,36 @@ async def revoke(store: Store, jtis: Iterable[str], ttl: float) -> int:
     if count:
         await store.bump(TOPIC)
     return count
+
+
+def revocation_ttl(config: Config) -> float:
+    """How long a revocation must last under `config`: past the exp of any token it accepts.
+    A token is accepted until exp + skew, and exp - iat <= ttl + skew with iat <= now + skew,
+    so ttl + 3 * skew from now covers every token of every scope. ValueError without oauth."""
+    from bastion.plugins.oauth.schema import OAuthConfig, OAuthRule, merged
+    from bastion.plugins.rules import resolve_rules
+
+    rules = resolve_rules(config).get("oauth")
+    if rules is None:
+        raise ValueError("the config has no oauth plugin: no token of Bastion's to revoke")
+    assert isinstance(rules.instance, OAuthConfig)
+    scopes = [merged(rules.instance, None)]
+    for rule in (*rules.route_rules.values(), *rules.domain_rules.values()):
+        assert isinstance(rule, OAuthRule)
+        scopes.append(merged(rules.instance, rule))
+    return float(max(s.token_ttl + 3 * s.clock_skew_seconds for s in scopes))
+
+
+async def revoke_under(config: Config, jtis: list[str], store: Store | None = None) -> int:
+    """Revoke `jtis` in `config`'s store (opened here unless given); the count."""
+    ttl = revocation_ttl(config)
+    if store is not None:
+        return await revoke(store, jtis, ttl)
+    opened = await open_store(config.store)
+    try:
+        return await revoke(opened, jtis, ttl)
+    finally:
+        await opened.aclose()
 
 
 class Revocations:
