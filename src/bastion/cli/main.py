@@ -8,6 +8,7 @@ import click
 
 from bastion import __version__
 from bastion.cli.demo import demo
+from bastion.cli.keys import keys
 from bastion.cli.run import run, validate
 from bastion.cli.store import store
 from bastion.cli.tokens import tokens
@@ -24,6 +25,7 @@ cli.add_command(validate)
 cli.add_command(demo)
 cli.add_command(store)
 cli.add_command(tokens)
+cli.add_command(keys)
 
 
 def main() -> None:

@@ -91,8 +91,14 @@ def _route(worker: Worker, runtime: Runtime, ex: Exchange) -> bool:
         ex.send_response(json_error(400, "bad_request", str(exc), close=True))
         return False
     host = ex.conn.host_of(ex.lookup.get(b"host", b""))
-    route = runtime.router.match(host, path)
     ex.request_id = request_id(ex.lookup.get(b"x-request-id"))
+    if runtime.endpoints:
+        endpoint = runtime.endpoints.get(path)
+        if endpoint is not None:  # a plugin's own document (JWKS): answered on every host
+            ex.path, ex.raw_query, ex.host, ex.chain = path, raw_query, host, endpoint
+            ex.query = raw_query.decode("latin-1")
+            return True
+    route = runtime.router.match(host, path)
     if route is None:
         ex.send_response(NO_ROUTE)
         return False
@@ -122,6 +128,9 @@ async def _run_plugins(ex: Exchange) -> None:
                 _finish(ex)
                 return
         if ex.conn.closed:
+            _finish(ex)
+        elif ex.route is None:  # an endpoint step that did not answer
+            ex.send_response(NO_ROUTE)
             _finish(ex)
         else:
             _forward(ex)

@@ -74,8 +74,11 @@ class Runtime:
         plugins: list[Plugin],
         identity_names: frozenset[bytes] = IDENTITY_NAMES,
         store: Store | None = None,
+        endpoints: dict[str, Chain] | None = None,
     ) -> None:
         self.config = config
+        #: normalized path → the plugin step that answers it before routing (JWKS)
+        self.endpoints = endpoints or {}
         #: opened when a plugin needs it; a reload with the same URL hands it to the next Runtime
         self.store = store
         self.close_store = True  # False once a newer Runtime took the store over
@@ -239,4 +242,10 @@ async def build_runtime(
     identity = {
         n.lower().replace("_", "-").encode("latin-1") for p in plugins for n in p.identity_headers()
     }
-    return Runtime(config, RouteMatcher(routes), pools, plugins, IDENTITY_NAMES | identity, store)
+    endpoints: dict[str, Chain] = {}
+    for plugin in plugins:
+        for path, step in plugin.endpoints().items():
+            endpoints.setdefault(path, Chain((step,)))
+    return Runtime(
+        config, RouteMatcher(routes), pools, plugins, IDENTITY_NAMES | identity, store, endpoints
+    )

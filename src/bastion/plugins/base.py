@@ -88,6 +88,11 @@ class Plugin:
         scope; None when the plugin has nothing to do there."""
         raise NotImplementedError
 
+    def endpoints(self) -> dict[str, Step]:
+        """Paths this plugin answers on every host before routing (a JWKS document), each by a
+        Step whose on_request always returns a Response."""
+        return {}
+
     def identity_headers(self) -> set[str]:
         """Headers only this plugin may set upstream: the gateway strips them from every client
         request on every route (SPEC §10), besides the built-in X-Mse-Consumer,

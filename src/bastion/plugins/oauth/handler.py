@@ -10,10 +10,11 @@ from __future__ import annotations
 from bastion.config.model import Model
 from bastion.errors import ConfigError
 from bastion.gateway.context import RequestContext
-from bastion.gateway.responses import Response, text_response, www_authenticate
+from bastion.gateway.responses import Response, json_response, text_response, www_authenticate
 from bastion.ops.logging import LOG
 from bastion.plugins.base import Plugin, PluginDeps, Step
 from bastion.plugins.oauth.cache import VerifiedCache
+from bastion.plugins.oauth.keys import StoreKeyRing
 from bastion.plugins.oauth.lockout import FailureLimit
 from bastion.plugins.oauth.revocation import Revocations
 from bastion.plugins.oauth.schema import OAuthConfig, OAuthRule, merged, scope_problems
@@ -21,6 +22,7 @@ from bastion.plugins.oauth.token_endpoint import TokenEndpoint
 from bastion.plugins.oauth.tokens import InvalidToken, TokenCodec, VerifiedToken
 
 CONSUMER_HEADER = "X-Mse-Consumer"
+JWKS_PATH = "/.well-known/jwks.json"  # SPEC §11
 _INVALID = "Invalid Jwt token"  # reference 000 "Error codes"
 _DENIED = "Access Denied"
 _WEAK_SECRET = 14  # bytes: HS256 keys under 112 bits are weak (NIST SP 800-131A)
@@ -34,7 +36,8 @@ class OAuthStep(Step):
         self.clock = deps.clock
         self.metrics = deps.metrics
         self.revocations = plugin.revocations
-        self.codec = TokenCodec(config, deps.clock)
+        self.ring = plugin.ring_for(config.signing.alg) if config.signing is not None else None
+        self.codec = TokenCodec(config, deps.clock, self.ring)
         self.cache = VerifiedCache(config.clock_skew_seconds)
         plugin.caches.append(self.cache)
         self.auth_path = config.auth_path
@@ -47,6 +50,9 @@ class OAuthStep(Step):
         self.keep_token = config.keep_token
 
     async def on_request(self, ctx: RequestContext) -> Response | None:
+        ring = self.ring
+        if ring is not None and ring.stale():
+            await ring.refresh()  # StoreUnavailable → 503: fail closed
         if ctx.path.endswith(self.auth_path):
             return await self.endpoint.answer(ctx)
         raw = ctx.lookup.get(self.header_key)
@@ -100,6 +106,24 @@ class OAuthStep(Step):
         return text_response(401, _INVALID, [www_authenticate("Bearer", **params)])
 
 
+class JwksStep(Step):
+    """`GET /.well-known/jwks.json`: the public keys of every ring, so upstreams verify tokens
+    themselves (RFC 7517 §5); retired keys stay listed while their tokens may live."""
+
+    def __init__(self, rings: dict[str, StoreKeyRing]) -> None:
+        self.rings = rings
+
+    async def on_request(self, ctx: RequestContext) -> Response | None:
+        if ctx.method not in ("GET", "HEAD"):
+            return Response(405, b"", [(b"allow", b"GET, HEAD")])
+        keys = []
+        for ring in self.rings.values():
+            if ring.stale():
+                await ring.refresh()
+            keys.extend(ring.public_jwks())
+        return json_response(200, {"keys": keys}, [(b"cache-control", b"public, max-age=60")])
+
+
 class OAuthPlugin(Plugin):
     NAME = "oauth"
     PRIORITY = 350  # Higress: authentication phase, priority 350
@@ -118,6 +142,7 @@ class OAuthPlugin(Plugin):
         self.store = deps.store
         self.revocations = Revocations(deps.store, deps.clock, self._drop_caches)
         self._limits: dict[tuple[int, float], FailureLimit] = {}
+        self.rings: dict[str, StoreKeyRing] = {}
         _warn_weak_secrets(config)
 
     @classmethod
@@ -139,6 +164,15 @@ class OAuthPlugin(Plugin):
                 _warn_weak_secrets(rule)
             return OAuthStep(self, merged(self.instance, rule))
         return OAuthStep(self, merged(self.instance, None))
+
+    def endpoints(self) -> dict[str, Step]:
+        # bind() has run for every scope by now: the rings are known
+        return {JWKS_PATH: JwksStep(self.rings)} if self.rings else {}
+
+    def ring_for(self, alg: str) -> StoreKeyRing:
+        if alg not in self.rings:
+            self.rings[alg] = StoreKeyRing(self.store, alg, self.deps.clock, self._drop_caches)
+        return self.rings[alg]
 
     def failures_for(self, config: OAuthRule) -> FailureLimit:
         key = (config.lockout.max_failures, config.lockout.window)

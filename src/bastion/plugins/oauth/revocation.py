@@ -9,20 +9,19 @@ When the version cannot be read, requests fail closed with StoreUnavailable (SPE
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from bastion.gateway.clock import Clock
 from bastion.store.base import Store
 from bastion.store.factory import open_store
+from bastion.store.watch import TopicWatch
 
 if TYPE_CHECKING:
     from bastion.config.model import Config
 
 NAMESPACE = "revoked"
 TOPIC = "revocations"
-POLL_INTERVAL = 1.0  # seconds; SPEC: a change on one node is seen by every node within one second
 
 
 async def revoke(store: Store, jtis: Iterable[str], ttl: float) -> int:
@@ -40,17 +39,11 @@ def revocation_ttl(config: Config) -> float:
     """How long a revocation must last under `config`: past the exp of any token it accepts.
     A token is accepted until exp + skew, and exp - iat <= ttl + skew with iat <= now + skew,
     so ttl + 3 * skew from now covers every token of every scope. ValueError without oauth."""
-    from bastion.plugins.oauth.schema import OAuthConfig, OAuthRule, merged
-    from bastion.plugins.rules import resolve_rules
+    from bastion.plugins.oauth.schema import scopes_of
 
-    rules = resolve_rules(config).get("oauth")
-    if rules is None:
+    scopes = scopes_of(config)
+    if not scopes:
         raise ValueError("the config has no oauth plugin: no token of Bastion's to revoke")
-    assert isinstance(rules.instance, OAuthConfig)
-    scopes = [merged(rules.instance, None)]
-    for rule in (*rules.route_rules.values(), *rules.domain_rules.values()):
-        assert isinstance(rule, OAuthRule)
-        scopes.append(merged(rules.instance, rule))
     return float(max(s.token_ttl + 3 * s.clock_skew_seconds for s in scopes))
 
 
@@ -66,41 +59,16 @@ async def revoke_under(config: Config, jtis: list[str], store: Store | None = No
         await opened.aclose()
 
 
-class Revocations:
-    """This node's view of the revocation list: a version, polled, and a per-jti look-up."""
+class Revocations(TopicWatch):
+    """This node's view of the revocation list: the topic's version, and a per-jti look-up."""
 
     def __init__(self, store: Store, clock: Clock, on_change: Callable[[], None]) -> None:
-        self.store = store
-        self.clock = clock
+        super().__init__(store, TOPIC, clock)
         self.on_change = on_change
-        self.version: int | None = None
-        self.fresh_until = 0.0  # monotonic; until then the last poll stands
-        self._pending: asyncio.Future[None] | None = None
 
-    def stale(self) -> bool:
-        return self.clock.monotonic() >= self.fresh_until
-
-    async def refresh(self) -> None:
-        """Poll the version (one poll shared by every request waiting for it); raises
-        StoreUnavailable when the store cannot answer."""
-        pending = self._pending
-        if pending is None:
-            pending = self._pending = asyncio.ensure_future(self._poll())
-            pending.add_done_callback(self._poll_done)
-        await asyncio.shield(pending)
-
-    def _poll_done(self, future: asyncio.Future[None]) -> None:
-        self._pending = None
-        if not future.cancelled():
-            future.exception()  # retrieved: each waiter gets it through the shield
-
-    async def _poll(self) -> None:
-        version = await self.store.version(TOPIC)
-        if version != self.version:
-            if self.version is not None:
-                self.on_change()
-            self.version = version
-        self.fresh_until = self.clock.monotonic() + POLL_INTERVAL
+    async def changed(self, previous: int | None) -> None:
+        if previous is not None:
+            self.on_change()  # verified tokens are checked against the list again
 
     async def is_revoked(self, jti: str) -> bool:
         return await self.store.get(NAMESPACE, jti) is not None

@@ -9,12 +9,15 @@ rule does not set come from the instance config. Cross-field problems are found 
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, field_validator
 
 from bastion.config.fields import HeaderName
 from bastion.config.model import Model
+
+if TYPE_CHECKING:
+    from bastion.config.model import Config
 
 
 class Consumer(Model):
@@ -138,6 +141,22 @@ def merged(instance: OAuthConfig, rule: OAuthRule | None) -> OAuthRule:
     if rule is not None:
         base.update({name: getattr(rule, name) for name in rule.model_fields_set})
     return OAuthRule.model_construct(_fields_set=set(base), **base)
+
+
+def scopes_of(config: Config) -> list[OAuthRule]:
+    """The effective config of every scope of a validated Config's oauth plugin (instance and
+    rules); empty when the config has no oauth plugin."""
+    from bastion.plugins.rules import resolve_rules
+
+    rules = resolve_rules(config).get("oauth")
+    if rules is None:
+        return []
+    assert isinstance(rules.instance, OAuthConfig)
+    scopes = [merged(rules.instance, None)]
+    for rule in (*rules.route_rules.values(), *rules.domain_rules.values()):
+        assert isinstance(rule, OAuthRule)
+        scopes.append(merged(rules.instance, rule))
+    return scopes
 
 
 def scope_problems(section: OAuthFields, effective: OAuthRule) -> list[tuple[str, str]]:
