@@ -84,7 +84,7 @@ def curl_commands(text: str) -> list[list[str]]:
     commands = []
     for line in text.replace("\\\n", " ").splitlines():
         start = line.find("curl ")
-        if start >= 0:
+        if start >= 0 and "$(" not in line:  # not a command substitution a shell would run
             commands.append(shlex.split(line[start:], comments=True))
     return commands
 
@@ -132,6 +132,16 @@ def test_demo_prints_working_curl_commands(tmp_path: Path) -> None:
             if urlsplit(curl.url).port == port and reply.status == 200
         ]
         assert proxied, replies
+        # the printed token request gives a token that opens the protected route
+        tokens = [reply for curl, reply in replies if "/oauth2/token" in curl.url]
+        assert tokens and tokens[0].status == 200, replies
+        access_token = tokens[0].json()["access_token"]
+        protected = f"http://127.0.0.1:{port}"
+        assert fetch(protected, "/api/items").status == 401
+        reply = fetch(protected, "/api/items", headers={"Authorization": f"Bearer {access_token}"})
+        assert reply.status == 200, reply
+        received = {k.lower(): v for k, v in reply.json()["headers"].items()}
+        assert received["x-mse-consumer"] == "demo-consumer"
         assert stop(proc, signal.SIGTERM) == 0, log_path.read_text(errors="replace")
     assert "Traceback" not in log_path.read_text(errors="replace")
 

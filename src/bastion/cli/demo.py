@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import socket
 import subprocess
 import sys
@@ -29,7 +30,10 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def demo_config(port: int, upstream_port: int, folder: Path) -> dict[str, object]:
+DEMO_CLIENT = "demo-client"
+
+
+def demo_config(port: int, upstream_port: int, folder: Path, secret: str) -> dict[str, object]:
     return {
         "listen": f"127.0.0.1:{port}",
         "store": f"sqlite:///{folder.resolve() / 'bastion.db'}",
@@ -46,8 +50,22 @@ def demo_config(port: int, upstream_port: int, folder: Path) -> dict[str, object
                     }
                 },
             },
+            {
+                "name": "api",
+                "path": "/api",
+                "service": "demo-upstream",
+                "plugins": {"oauth": {"allow": ["demo-consumer"]}},  # tokens needed here
+            },
             {"name": "everything-else", "path": "/", "service": "demo-upstream"},
         ],
+        "plugins": {
+            "oauth": {
+                "global_auth": False,
+                "consumers": [
+                    {"name": "demo-consumer", "client_id": DEMO_CLIENT, "client_secret": secret}
+                ],
+            }
+        },
     }
 
 
@@ -78,9 +96,11 @@ def demo(port: int, folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     upstream_port = _free_port()
     config_path = (folder / "bastion.yaml").resolve()
+    secret = secrets.token_urlsafe(32)  # a new one each start, shown below
     config_path.write_text(
-        yaml.safe_dump(demo_config(port, upstream_port, folder), sort_keys=False)
+        yaml.safe_dump(demo_config(port, upstream_port, folder, secret), sort_keys=False)
     )
+    config_path.chmod(0o600)  # it holds the client secret
     upstream = subprocess.Popen(
         [sys.executable, "-m", "bastion.demo.upstream", "--port", str(upstream_port)],
         stdin=subprocess.DEVNULL,
@@ -94,11 +114,22 @@ def demo(port: int, folder: Path) -> None:
             except OSError:
                 time.sleep(0.05)
         base = f"http://127.0.0.1:{port}"
+        token_url = (
+            f"{base}/api/oauth2/token?grant_type=client_credentials"
+            f"&client_id={DEMO_CLIENT}&client_secret={secret}"
+        )
         click.echo(
             f"Bastion demo on {base} (config: {config_path})\n"
             "Try:\n"
             f"  curl -i {base}/hello         # the headers plugin: see X-Demo, X-Gateway\n"
             f"  curl -i {base}/anything?x=1  # the catch-all route to the demo upstream\n"
+            f"  curl -i {base}/api/items     # the oauth plugin: 401 without a token\n"
+            "  # get a token (client credentials), then call the protected route with it:\n"
+            f"  curl -s '{token_url}'\n"
+            f"  TOKEN=$(curl -s '{token_url}' | python3 -c "
+            "'import json,sys; print(json.load(sys.stdin)[\"access_token\"])')\n"
+            f'  curl -i {base}/api/items -H "Authorization: Bearer $TOKEN"'
+            "  # see X-Mse-Consumer\n"
             f"  curl -i {base}/healthz       # health\n"
             "Stop with Ctrl-C.",
             err=True,
