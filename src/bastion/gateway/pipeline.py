@@ -26,7 +26,7 @@ from bastion.gateway.responses import (
 )
 from bastion.gateway.routing import BadPath, normalize_path
 from bastion.gateway.upstream import UpstreamClosed, UpstreamTimeout
-from bastion.ops.logging import LOG
+from bastion.ops.logging import LOG, LogThrottle
 from bastion.store.base import StoreUnavailable
 
 if TYPE_CHECKING:
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 #: RFC 9110 §9.2.2: safe to send again when a pooled connection turned out to be dead
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 _CHUNKED = b"Transfer-Encoding: chunked\r\n"
+_STORE_ERRORS = LogThrottle()  # one line per 5 s while the store is down
 
 
 def start(worker: Worker, ex: Exchange) -> None:
@@ -141,7 +142,11 @@ async def _run_plugins(ex: Exchange) -> None:
         _finish(ex)  # nobody to answer; a timeout already sent its 408
     except StoreUnavailable as exc:
         # fail closed (SPEC §10): nothing passes while the store cannot say who may pass
-        LOG.error("store unavailable", request_id=ex.request_id, error=str(exc))
+        skipped = _STORE_ERRORS.allow()
+        if skipped is not None:
+            LOG.error(
+                "store unavailable", request_id=ex.request_id, error=str(exc), skipped=skipped
+            )
         ex.send_response(json_error(503, "store_unavailable"))
         _finish(ex)
     except Exception as exc:

@@ -111,3 +111,25 @@ class JsonLog:
 
 
 LOG = JsonLog()
+
+
+class LogThrottle:
+    """At most one line per `interval` seconds for a repeated error (a store outage refuses every
+    request; one line each would flood the log); the lines skipped meanwhile are counted."""
+
+    __slots__ = ("interval", "next_at", "skipped")
+
+    def __init__(self, interval: float = 5.0) -> None:
+        self.interval = interval
+        self.next_at = 0.0
+        self.skipped = 0
+
+    def allow(self) -> int | None:
+        """None: skip this line; otherwise log it, with this many skipped since the last."""
+        now = time.monotonic()
+        if now < self.next_at:
+            self.skipped += 1
+            return None
+        skipped, self.skipped = self.skipped, 0
+        self.next_at = now + self.interval
+        return skipped
