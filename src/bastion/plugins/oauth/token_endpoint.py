@@ -58,10 +58,14 @@ class TokenEndpoint:
         self.metrics = metrics
 
     async def answer(self, ctx: RequestContext) -> Response:
-        rfc = self.rfc_errors or "json" in (ctx.header("accept") or "")
-        basic = _basic_credentials(ctx.header("authorization"))
-        rfc = rfc or basic is not None
+        authorization = ctx.header("authorization") or ""
+        rfc = (
+            self.rfc_errors
+            or "json" in (ctx.header("accept") or "").lower()
+            or authorization[:6].lower() == "basic "  # a client that speaks RFC 6749 §2.3.1
+        )
         try:
+            basic = _basic_credentials(authorization)
             params = await self._params(ctx)
             return await self._issue(ctx, params, basic)
         except TokenRequestError as exc:
@@ -143,9 +147,9 @@ def _form(text: str) -> dict[str, str]:
     return params
 
 
-def _basic_credentials(header: str | None) -> tuple[str, str] | None:
+def _basic_credentials(header: str) -> tuple[str, str] | None:
     """(client_id, client_secret) of `Authorization: Basic`, form-decoded (RFC 6749 §2.3.1)."""
-    if header is None or header[:6].lower() != "basic ":
+    if header[:6].lower() != "basic ":
         return None
     try:
         decoded = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8")
