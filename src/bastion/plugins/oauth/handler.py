@@ -44,6 +44,8 @@ class OAuthStep(Step):
         self.endpoint = TokenEndpoint(config, self.codec, plugin.failures_for(config), deps.metrics)
         self.header_name = config.header_name
         self.header_key = config.header_name.lower().encode("latin-1")
+        alias = config.header_name.replace("-", "_")
+        self.header_alias = alias if alias != config.header_name else None
         self.route_bound = not config.global_credentials
         self.allow = frozenset(config.allow) if config.allow is not None else None
         self.required = frozenset(config.required_scopes or ())
@@ -80,8 +82,14 @@ class OAuthStep(Step):
         self.metrics.auth_outcome("oauth", "ok")
         ctx.consumer = verified.consumer
         ctx.set_upstream_header(CONSUMER_HEADER, verified.consumer)
-        if not self.keep_token:
+        # only the verified token goes upstream: a repeated header, or its `_` spelling (which
+        # CGI-style servers read as the same name), could carry an unverified one
+        if self.keep_token:
+            ctx.set_upstream_header(self.header_name, raw.decode("latin-1"))
+        else:
             ctx.remove_upstream_header(self.header_name)
+        if self.header_alias is not None:
+            ctx.remove_upstream_header(self.header_alias)
         return None
 
     def _denied(self, ctx: RequestContext, verified: VerifiedToken) -> Response | None:
@@ -123,7 +131,8 @@ class JwksStep(Step):
             if ring.stale():
                 await ring.refresh()
             keys.extend(ring.public_jwks())
-        return json_response(200, {"keys": keys}, [(b"cache-control", b"public, max-age=60")])
+        # short-lived: a rotated key signs within a second (verifiers refetch on an unknown kid)
+        return json_response(200, {"keys": keys}, [(b"cache-control", b"public, max-age=5")])
 
 
 class OAuthPlugin(Plugin):

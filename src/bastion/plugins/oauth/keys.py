@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -90,7 +91,7 @@ async def rotate(store: Store, alg: str, lifetime: float, now: float | None = No
     """Make a new current key for `alg`; keep older keys while a token they signed may live
     (`lifetime` seconds after they stopped signing). The new key."""
     now = time.time() if now is None else now
-    owner = f"rotate:{now}"
+    owner = f"rotate:{uuid.uuid4()}"  # unique: acquire is re-entrant for one owner
     lock = f"{NAMESPACE}:{alg}"
     for _ in range(int(_LOCK_LEASE / 0.1)):
         if await store.acquire(lock, owner, _LOCK_LEASE):

@@ -9,9 +9,10 @@ wrong, or when it lives longer than token_ttl (a consumer holding its key could 
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -69,6 +70,18 @@ def consumer_key(secret: str) -> OctKey:
         return OctKey.import_key(secret.encode())
 
 
+@contextlib.contextmanager
+def _quiet(alg: str) -> Iterator[None]:
+    """SPEC §11 names the alg "EdDSA"; RFC 9864 deprecates that name (for "Ed25519") and joserfc
+    warns on every use, a raw line in a JSON log. The algorithm is the same: silence that one."""
+    if alg != "EdDSA":
+        yield
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SecurityWarning)
+        yield
+
+
 class TokenCodec:
     """Issues and verifies the tokens of one effective config (one scope's consumers and
     settings); built at config load, so verifying only looks keys up."""
@@ -101,7 +114,9 @@ class TokenCodec:
         else:
             kid, alg, key = self.keyring.signing_key()
             header = {"alg": alg, "typ": TYP, "kid": kid}
-        return jws.serialize_compact(header, orjson.dumps(claims), key, algorithms=[header["alg"]])
+        alg = header["alg"]
+        with _quiet(alg):
+            return jws.serialize_compact(header, orjson.dumps(claims), key, algorithms=[alg])
 
     def verify(self, token: str) -> VerifiedToken:
         """The verified token, or InvalidToken saying why."""
@@ -130,7 +145,8 @@ class TokenCodec:
         if header.get("alg") != alg:
             raise InvalidToken("alg")  # the key fixes the algorithm (RFC 8725 §3.1)
         try:
-            valid = jws.validate_compact(obj, key, algorithms=[alg])
+            with _quiet(alg):
+                valid = jws.validate_compact(obj, key, algorithms=[alg])
         except JoseError:
             valid = False
         if not valid:
@@ -166,6 +182,9 @@ class TokenCodec:
             raise InvalidToken("expired")
         if iat > now + self.skew:
             raise InvalidToken("issued in the future")
+        nbf = claims.get("nbf")
+        if nbf is not None and (type(nbf) is not int or nbf > now + self.skew):
+            raise InvalidToken("not yet valid")  # RFC 7519 §4.1.5
         if exp <= iat or exp - iat > self.ttl + self.skew:
             # SPEC §10: a consumer holding its key must not mint a longer-lived token
             raise InvalidToken("lifetime over token_ttl")
