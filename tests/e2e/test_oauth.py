@@ -528,13 +528,7 @@ def test_lockout_after_failed_secrets(
         assert 0 < int(locked.headers["retry-after"]) <= 60
         assert b"access_token" not in locked.body and locked.upstream is None
         # the POST form and the other consumer from the same address are locked too
-        post = call(
-            gw.port,
-            TOKEN_PATH,
-            method="POST",
-            headers={"content-type": "application/x-www-form-urlencoded"},
-            body=token_query().encode(),
-        )
+        post = post_token(gw.port, token_query())
         assert post.status == 429 and "retry-after" in post.headers
         other = call(gw.port, f"{TOKEN_PATH}?{token_query(CID2, SECRET2)}")
         assert other.status == 429
@@ -615,17 +609,19 @@ def test_store_down_fails_closed(start_gateway: GatewayFactory) -> None:
 # --- secrets and tokens never reach the access log -------------------------------------------
 
 
+def post_token(port: int, form: str) -> Any:
+    """A Higress-style POST token request (reference 000 "POST request")."""
+    return call(
+        port, TOKEN_PATH, method="POST",
+        headers={"content-type": "application/x-www-form-urlencoded"}, body=form.encode(),
+    )  # fmt: skip
+
+
 def test_access_log_has_no_secret_nor_token(start_gateway: GatewayFactory) -> None:
     plugins = {"oauth": {"consumers": [CONSUMER1]}}
     with start_gateway(routes=routes(), plugins=plugins) as gw:
         token = get_token(gw.port)
-        post = call(
-            gw.port,
-            TOKEN_PATH,
-            method="POST",
-            headers={"content-type": "application/x-www-form-urlencoded"},
-            body=token_query().encode(),
-        )
+        post = post_token(gw.port, token_query())
         posted = post.json()["access_token"]
         assert_passes_as(call(gw.port, "/echo/a/x", headers=bearer(token)), "consumer1")
         assert_unauthorized(call(gw.port, f"/echo/a/y?access_token={token}"))

@@ -12,7 +12,6 @@ import base64
 import hashlib
 import hmac
 import json
-import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from functools import partial
@@ -39,6 +38,7 @@ from bastion.plugins.oauth.schema import OAuthRule
 from bastion.plugins.oauth.tokens import InvalidToken, TokenCodec
 from bastion.store.base import StoreUnavailable
 from bastion.store.sqlite import SqliteStore
+from tests.plugins.oauth.support import FakeClock as StepClock
 
 T = TypeVar("T")
 
@@ -58,24 +58,6 @@ PRIVATE_MEMBERS = {"d", "p", "q", "dp", "dq", "qi", "oth", "k"}
 # deprecation warning escaping: pytest turns warnings into errors here)
 CODEC_ALGS = ["RS256", "ES256", "EdDSA"]
 LIFETIME = 7200.0 + 3 * 60  # token_ttl + 3 * skew, as `bastion keys rotate` computes it
-
-
-class StepClock(Clock):
-    """Wall and monotonic time that move only when the test moves them."""
-
-    def __init__(self) -> None:
-        self.now = float(int(time.time()))  # near real time: PyJWT checks iat/exp on its own clock
-        self.mono = 5000.0
-
-    def time(self) -> float:
-        return self.now
-
-    def monotonic(self) -> float:
-        return self.mono
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-        self.mono += seconds
 
 
 @pytest.fixture
