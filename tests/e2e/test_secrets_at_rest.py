@@ -43,7 +43,10 @@ ROUTES = [
 def traffic(gw_url: str, admin_url: str) -> list[str]:
     """Tokens issued, used, refused and revoked; the secrets and tokens that went by."""
     seen = [HS_SECRET, ES_SECRET, WRONG]
-    for prefix, client, secret in (("/echo", "id-1", HS_SECRET), ("/echo/signed", "id-2", ES_SECRET)):
+    for prefix, client, secret in (
+        ("/echo", "id-1", HS_SECRET),
+        ("/echo/signed", "id-2", ES_SECRET),
+    ):
         query = f"grant_type=client_credentials&client_id={client}"
         for _ in range(3):
             reply = fetch(gw_url, f"{prefix}/oauth2/token?{query}&client_secret={secret}")
