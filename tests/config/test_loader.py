@@ -372,7 +372,7 @@ def test_unknown_plugin_is_reported_with_a_hint() -> None:
     assert problems(MINIMAL + "plugins: {header: {}}\n") == [
         (
             "plugins.header",
-            "unknown plugin 'header' (did you mean 'headers'?); known: headers, oauth",
+            "unknown plugin 'header' (did you mean 'headers'?); known: headers, oauth, upstream-oauth",
         )
     ]
 
@@ -414,7 +414,7 @@ plugins: {header: {}}
         "routes[0].service: unknown service 'bakend' (did you mean 'backend'?)",
         "routes[1].name: duplicate route name 'a'",
         "routes[1].service: unknown service 'nope'",
-        "plugins.header: unknown plugin 'header' (did you mean 'headers'?); known: headers, oauth",
+        "plugins.header: unknown plugin 'header' (did you mean 'headers'?); known: headers, oauth, upstream-oauth",
     ]
 
 

@@ -20,6 +20,13 @@ from bastion.store.sqlite import SqliteStore
 # whose Config validates from {} need no entry.
 SAMPLE_CONFIGS: dict[str, dict[str, Any]] = {
     "oauth": {"consumers": [{"name": "c1", "client_id": "id-1", "client_secret": "s" * 32}]},
+    "upstream-oauth": {
+        "oauth": {
+            "token_endpoint": "https://idp.example/token",
+            "client_id": "c",
+            "client_secret": "s",
+        }
+    },
 }
 
 REGISTERED = sorted(PLUGINS.items())

@@ -335,10 +335,10 @@ fake-auth: {_rules_: [{_match_route_: [route-a], allow: [c1]}]}
             "header: {}",
             (
                 "plugins.header",
-                "unknown plugin 'header' (did you mean 'headers'?); known: headers, oauth",
+                "unknown plugin 'header' (did you mean 'headers'?); known: headers, oauth, upstream-oauth",
             ),
         ),
-        ("zzz: {}", ("plugins.zzz", "unknown plugin 'zzz'; known: headers, oauth")),
+        ("zzz: {}", ("plugins.zzz", "unknown plugin 'zzz'; known: headers, oauth, upstream-oauth")),
     ],
 )
 def test_malformed_plugin_sections_are_refused_with_their_path(
@@ -352,7 +352,7 @@ def test_unknown_plugin_in_a_routes_map_names_the_route() -> None:
     assert refused("", routes) == [
         (
             "routes[2].plugins.headrs",
-            "unknown plugin 'headrs' (did you mean 'headers'?); known: headers, oauth",
+            "unknown plugin 'headrs' (did you mean 'headers'?); known: headers, oauth, upstream-oauth",
         )
     ]
 
@@ -395,7 +395,7 @@ def test_rules_error_lists_its_problems_in_its_message() -> None:
 def test_check_plugins_returns_the_problems_instead_of_raising() -> None:
     assert registry.check_plugins(config("headers: {}")) == []
     assert registry.check_plugins(config("nope: {}")) == [
-        ("plugins.nope", "unknown plugin 'nope'; known: headers, oauth")
+        ("plugins.nope", "unknown plugin 'nope'; known: headers, oauth, upstream-oauth")
     ]
 
 

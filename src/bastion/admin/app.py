@@ -37,6 +37,10 @@ class Controller(Protocol):
         """Revoke access tokens by jti in the store (ValueError without the oauth plugin)."""
         ...
 
+    async def purge_upstream_tokens(self, route: str | None) -> int:
+        """Purge cached upstream-oauth tokens (ValueError: no plugin, unknown route)."""
+        ...
+
 
 class BearerTokenGuard:
     """ASGI middleware: 401 unless `Authorization: Bearer <token>` (constant-time compare)."""
@@ -65,6 +69,17 @@ class Status(BaseModel):
 
 class Revoked(BaseModel):
     revoked: str
+
+
+class PurgeRequest(BaseModel):
+    route: str | None = None
+
+    model_config = {"extra": "forbid"}
+
+
+class Purged(BaseModel):
+    purged: int
+    route: str | None
 
 
 class Problem(BaseModel):
@@ -120,6 +135,24 @@ def create_app(controller: Controller, token: str) -> ASGIApp:
                 {"error": "store_unavailable", "message": str(exc)}, status_code=503
             )
         return Revoked(revoked=jti)
+
+    @app.post(
+        "/upstream-oauth/purge",
+        response_model=Purged,
+        responses={404: {"model": Problem}, 503: {"model": Problem}},
+    )
+    async def purge_upstream_tokens(request: PurgeRequest | None = None) -> Any:
+        """Drop cached upstream tokens, of one route or all, on every node."""
+        route = request.route if request is not None else None
+        try:
+            count = await controller.purge_upstream_tokens(route)
+        except ValueError as exc:
+            return JSONResponse({"error": "not_found", "message": str(exc)}, status_code=404)
+        except StoreUnavailable as exc:
+            return JSONResponse(
+                {"error": "store_unavailable", "message": str(exc)}, status_code=503
+            )
+        return Purged(purged=count, route=route)
 
     return BearerTokenGuard(app, token)
 

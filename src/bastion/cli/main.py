@@ -12,6 +12,7 @@ from bastion.cli.keys import keys
 from bastion.cli.run import run, validate
 from bastion.cli.store import store
 from bastion.cli.tokens import tokens
+from bastion.cli.upstream_oauth import upstream_oauth
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -26,6 +27,7 @@ cli.add_command(demo)
 cli.add_command(store)
 cli.add_command(tokens)
 cli.add_command(keys)
+cli.add_command(upstream_oauth)
 
 
 def main() -> None:

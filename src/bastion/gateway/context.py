@@ -30,6 +30,7 @@ class RequestContext:
         "query",
         "request_id",
         "response_set",
+        "retry_wanted",
         "route",
         "runtime",
         "scheme",
@@ -68,6 +69,13 @@ class RequestContext:
         self.upstream_remove: set[bytes] | None = None
         self.response_set: dict[bytes, Header] | None = None
         self.state: dict[str, Any] | None = None
+        self.retry_wanted = False
+
+    def retry_upstream(self) -> None:
+        """From on_response: send the request upstream once more, after running the request
+        plugins again (a fresh upstream token, say). The gateway does it only when it is safe:
+        the first answer, and nothing of the request body sent yet; else the answer goes on."""
+        self.retry_wanted = True
 
     async def read_body(self, limit: int) -> bytes:
         """The whole request body, buffered (it still goes upstream if the request does).

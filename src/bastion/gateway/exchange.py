@@ -94,6 +94,7 @@ class Exchange(RequestContext):
         self.upstream_remove: set[bytes] | None = None
         self.response_set: dict[bytes, Header] | None = None
         self.state: dict[str, Any] | None = None
+        self.retry_wanted = False
         self.method = ""
         self.target = b""
         self.headers: list[Header] = []

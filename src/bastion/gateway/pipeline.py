@@ -275,6 +275,11 @@ def on_response_head(ex: Exchange, status: int, headers: list[tuple[bytes, bytes
         except Exception as exc:
             _crash(ex, exc)
             return
+        if ex.retry_wanted:
+            ex.retry_wanted = False
+            if ex.attempt == 0 and ex.body_sent == 0 and not ex.upgrade and not ex.conn.closed:
+                _retry(ex)
+                return
         _with_response_headers(ctx, head)
         # what plugins set goes through the same rule as the upstream's headers
         status = head.status
@@ -293,6 +298,17 @@ def on_response_head(ex: Exchange, status: int, headers: list[tuple[bytes, bytes
         and status >= 200 and ex.method != "HEAD"
     )  # fmt: skip
     ex.write_head(status, lines, length=length)
+
+
+def _retry(ex: Exchange) -> None:
+    """A response plugin asked for one more try (an upstream 401 purged the upstream token):
+    drop this answer and its connection, run the request plugins again, forward again."""
+    upstream = ex.upstream
+    ex.detach()
+    if upstream is not None:
+        upstream.release(reusable=False)  # its body is never read: the connection goes
+    ex.attempt += 1
+    ex.conn.worker.loop.create_task(_run_plugins(ex))
 
 
 def _bad_upstream(ex: Exchange, message: str) -> None:

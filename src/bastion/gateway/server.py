@@ -258,6 +258,12 @@ class Worker:
         runtime = self.runtime
         return await revoke_under(runtime.config, jtis, runtime.store)
 
+    async def purge_upstream_tokens(self, route: str | None) -> int:
+        from bastion.plugins.upstream_oauth.purge import purge_under
+
+        runtime = self.runtime
+        return await purge_under(runtime.config, route, runtime.store)
+
     async def reload(self) -> list[str]:
         """Load and compile the file again; swap atomically, or keep the old config and say why."""
         async with self._reload_lock:

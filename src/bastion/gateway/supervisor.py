@@ -101,6 +101,11 @@ class Supervisor:
 
         return await revoke_under(self.config, jtis)  # a store of its own, for this call
 
+    async def purge_upstream_tokens(self, route: str | None) -> int:
+        from bastion.plugins.upstream_oauth.purge import purge_under
+
+        return await purge_under(self.config, route)
+
     async def reload(self) -> list[str]:
         assert self._reload_lock is not None
         async with self._reload_lock:

@@ -33,8 +33,8 @@ class Metrics:
     """One worker's counters."""
 
     __slots__ = (
-        "active_connections", "auth", "latency", "reloads", "requests", "store_down",
-        "upstream_errors",
+        "active_connections", "auth", "idp_latency", "idp_requests", "latency", "reloads",
+        "requests", "store_down", "token_cache", "upstream_errors",
     )  # fmt: skip
 
     def __init__(self) -> None:
@@ -46,6 +46,9 @@ class Metrics:
         self.reloads: dict[str, int] = {"ok": 0, "error": 0}
         self.auth: dict[tuple[str, str], int] = {}  # (plugin, outcome) → count
         self.store_down = 0  # 1 while this worker's last store check failed
+        self.token_cache: dict[str, int] = {}  # upstream-oauth: hit / miss
+        self.idp_requests: dict[str, int] = {}  # by outcome: ok, network, timeout, status, ...
+        self.idp_latency = [0.0] * (len(BUCKETS) + 2)
 
     def observe(self, route: str, status: int, seconds: float) -> None:
         key = (route, status)
@@ -59,6 +62,14 @@ class Metrics:
     def upstream_error(self, service: str, kind: str) -> None:
         key = (service, kind)
         self.upstream_errors[key] = self.upstream_errors.get(key, 0) + 1
+
+    def cache_event(self, kind: str) -> None:
+        self.token_cache[kind] = self.token_cache.get(kind, 0) + 1
+
+    def idp_request(self, seconds: float, outcome: str) -> None:
+        self.idp_requests[outcome] = self.idp_requests.get(outcome, 0) + 1
+        self.idp_latency[bisect.bisect_left(BUCKETS, seconds)] += 1
+        self.idp_latency[-1] += seconds
 
     def auth_outcome(self, plugin: str, outcome: str) -> None:
         """One authentication decision: `ok`, `invalid_token`, `denied`, `issued`, ..."""
@@ -75,6 +86,9 @@ class Metrics:
             "reloads": dict(self.reloads),
             "auth": [[p, o, n] for (p, o), n in self.auth.items()],
             "store_down": self.store_down,
+            "token_cache": dict(self.token_cache),
+            "idp_requests": dict(self.idp_requests),
+            "idp_latency": list(self.idp_latency),
         }
 
 
@@ -98,6 +112,12 @@ def merge(snapshots: Iterable[dict[str, Any]]) -> dict[str, Any]:
         for plugin, outcome, n in snap.get("auth", []):
             total.auth[(plugin, outcome)] = total.auth.get((plugin, outcome), 0) + n
         total.store_down += snap.get("store_down", 0)  # workers whose store check failed
+        for kind, n in snap.get("token_cache", {}).items():
+            total.token_cache[kind] = total.token_cache.get(kind, 0) + n
+        for outcome, n in snap.get("idp_requests", {}).items():
+            total.idp_requests[outcome] = total.idp_requests.get(outcome, 0) + n
+        for i, value in enumerate(snap.get("idp_latency", [])[: len(total.idp_latency)]):
+            total.idp_latency[i] += value
     return total.snapshot()
 
 
@@ -131,11 +151,7 @@ def _families(snap: dict[str, Any]) -> Iterator[Any]:
         labels=["route"],
     )
     for route, row in snap["latency"].items():
-        cumulative, buckets = 0.0, []
-        for bound, count in zip([*map(str, BUCKETS), "+Inf"], row[:-1], strict=True):
-            cumulative += count
-            buckets.append((bound, cumulative))
-        latency.add_metric([route], buckets, sum_value=row[-1])
+        latency.add_metric([route], _buckets(row), sum_value=row[-1])
     yield latency
     errors = CounterMetricFamily(
         "bastion_upstream_errors",
@@ -162,8 +178,37 @@ def _families(snap: dict[str, Any]) -> Iterator[Any]:
     for plugin, outcome, n in snap.get("auth", []):
         auth.add_metric([plugin, outcome], n)
     yield auth
+    cache = CounterMetricFamily(
+        "bastion_upstream_token_cache",
+        "upstream-oauth token look-ups, by result (hit or miss).",
+        labels=["result"],
+    )
+    for kind, n in snap.get("token_cache", {}).items():
+        cache.add_metric([kind], n)
+    yield cache
+    idp = CounterMetricFamily(
+        "bastion_idp_requests", "Token requests to IdPs, by outcome.", labels=["outcome"]
+    )
+    for outcome, n in snap.get("idp_requests", {}).items():
+        idp.add_metric([outcome], n)
+    yield idp
+    row = snap.get("idp_latency") or [0.0] * (len(BUCKETS) + 2)
+    idp_latency = HistogramMetricFamily(
+        "bastion_idp_request_duration_seconds", "Time of token requests to IdPs."
+    )
+    idp_latency.add_metric([], _buckets(row), sum_value=row[-1])
+    yield idp_latency
     yield GaugeMetricFamily(
         "bastion_store_down",
         "Workers whose last store check failed (0 when the store is up or unused).",
         value=snap.get("store_down", 0),
     )
+
+
+def _buckets(row: list[float]) -> list[tuple[str, float]]:
+    """Cumulative (le, count) pairs of a row of per-bucket counts (+Inf, then the sum)."""
+    cumulative, buckets = 0.0, []
+    for bound, count in zip([*map(str, BUCKETS), "+Inf"], row[:-1], strict=True):
+        cumulative += count
+        buckets.append((bound, cumulative))
+    return buckets

@@ -8,8 +8,11 @@ from bastion.config.errors import suggest
 from bastion.plugins.base import Plugin
 from bastion.plugins.headers.handler import HeadersPlugin
 from bastion.plugins.oauth.handler import OAuthPlugin
+from bastion.plugins.upstream_oauth.handler import UpstreamOAuthPlugin
 
-PLUGINS: dict[str, type[Plugin]] = {cls.NAME: cls for cls in (HeadersPlugin, OAuthPlugin)}
+PLUGINS: dict[str, type[Plugin]] = {
+    cls.NAME: cls for cls in (HeadersPlugin, OAuthPlugin, UpstreamOAuthPlugin)
+}
 
 
 def plugin_class(name: str) -> type[Plugin] | None:

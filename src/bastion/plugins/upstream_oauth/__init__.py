@@ -1,0 +1,1 @@
+"""`upstream-oauth`: the gateway as an OAuth client of the upstream's IdP (Kong compatible)."""
