@@ -10,6 +10,9 @@ import pytest
 from bastion.config import Config, load_config, load_config_text
 from bastion.errors import BastionError, ConfigError
 from bastion.gateway.routing import host_of
+from bastion.plugins.registry import PLUGINS as _PLUGINS
+
+KNOWN = ", ".join(sorted(_PLUGINS))
 
 SERVICES = """
 services:
@@ -372,7 +375,7 @@ def test_unknown_plugin_is_reported_with_a_hint() -> None:
     assert problems(MINIMAL + "plugins: {header: {}}\n") == [
         (
             "plugins.header",
-            "unknown plugin 'header' (did you mean 'headers'?); known: headers, oauth, upstream-oauth",
+            f"unknown plugin 'header' (did you mean 'headers'?); known: {KNOWN}",
         )
     ]
 
@@ -414,7 +417,7 @@ plugins: {header: {}}
         "routes[0].service: unknown service 'bakend' (did you mean 'backend'?)",
         "routes[1].name: duplicate route name 'a'",
         "routes[1].service: unknown service 'nope'",
-        "plugins.header: unknown plugin 'header' (did you mean 'headers'?); known: headers, oauth, upstream-oauth",
+        f"plugins.header: unknown plugin 'header' (did you mean 'headers'?); known: {KNOWN}",
     ]
 
 

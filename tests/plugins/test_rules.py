@@ -10,8 +10,11 @@ from bastion.gateway.routing import DomainTable
 from bastion.plugins import registry
 from bastion.plugins.base import Plugin, Step
 from bastion.plugins.headers.schema import HeadersConfig
+from bastion.plugins.registry import PLUGINS as _PLUGINS
 from bastion.plugins.registry import RulesError
 from bastion.plugins.rules import PluginRules, resolve_rules
+
+KNOWN = ", ".join(sorted(_PLUGINS))
 
 ROUTES = """
 services:
@@ -335,10 +338,10 @@ fake-auth: {_rules_: [{_match_route_: [route-a], allow: [c1]}]}
             "header: {}",
             (
                 "plugins.header",
-                "unknown plugin 'header' (did you mean 'headers'?); known: headers, oauth, upstream-oauth",
+                f"unknown plugin 'header' (did you mean 'headers'?); known: {KNOWN}",
             ),
         ),
-        ("zzz: {}", ("plugins.zzz", "unknown plugin 'zzz'; known: headers, oauth, upstream-oauth")),
+        ("zzz: {}", ("plugins.zzz", f"unknown plugin 'zzz'; known: {KNOWN}")),
     ],
 )
 def test_malformed_plugin_sections_are_refused_with_their_path(
@@ -352,7 +355,7 @@ def test_unknown_plugin_in_a_routes_map_names_the_route() -> None:
     assert refused("", routes) == [
         (
             "routes[2].plugins.headrs",
-            "unknown plugin 'headrs' (did you mean 'headers'?); known: headers, oauth, upstream-oauth",
+            f"unknown plugin 'headrs' (did you mean 'headers'?); known: {KNOWN}",
         )
     ]
 
@@ -395,7 +398,7 @@ def test_rules_error_lists_its_problems_in_its_message() -> None:
 def test_check_plugins_returns_the_problems_instead_of_raising() -> None:
     assert registry.check_plugins(config("headers: {}")) == []
     assert registry.check_plugins(config("nope: {}")) == [
-        ("plugins.nope", "unknown plugin 'nope'; known: headers, oauth, upstream-oauth")
+        ("plugins.nope", f"unknown plugin 'nope'; known: {KNOWN}")
     ]
 
 

@@ -71,6 +71,8 @@ UNAVAILABLE: tuple[type[BaseException], ...] = (
     rexc.SlotNotCoveredError,
     rexc.RedisClusterException,  # e.g. no cluster node reachable at start
     rexc.MaxConnectionsError,
+    rexc.AuthenticationError,  # (a ConnectionError too) wrong password
+    rexc.NoPermissionError,  # an ACL user without a command or key it needs
     OSError,
 )
 
@@ -94,13 +96,13 @@ class RedisStore:
     def __init__(
         self,
         client: Any,
-        password: str | None = None,
+        secrets: tuple[str, ...] = (),
         kind: str = "redis",
         extra: tuple[Any, ...] = (),
     ) -> None:
         self._client = client
         self._extra = extra  # further clients to close (a Sentinel's own connections)
-        self._password = password
+        self._secrets = secrets  # never in a message
         self._kind = kind
         self._closed = False
         # A RedisCluster discovers its nodes on first use; done once, under a lock, before any
@@ -124,8 +126,14 @@ class RedisStore:
             "socket_connect_timeout": TIMEOUT,
             "retry": Retry(NoBackoff(), 0),
         }
+        tls: dict[str, Any] = {}
         if parsed.tls:
-            common["ssl"] = True
+            tls["ssl"] = True
+            # a private CA, a client certificate (?ssl_ca_certs=FILE&ssl_certfile=&ssl_keyfile=)
+            for option in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile"):
+                if parsed.options.get(option):
+                    tls[option] = parsed.options[option]
+        common.update(tls)
         client: Any
         extra: tuple[Any, ...] = ()
         if parsed.scheme in ("redis", "rediss"):
@@ -137,11 +145,14 @@ class RedisStore:
                 "socket_connect_timeout": TIMEOUT,
                 "retry": Retry(NoBackoff(), 0),
             }
-            # Sentinel's own credentials, when given as ?sentinel_password=...
-            if "sentinel_password" in parsed.options:
-                sentinel_kwargs["password"] = parsed.options["sentinel_password"]
-            if parsed.tls:
-                sentinel_kwargs["ssl"] = True
+            # the sentinels' credentials: the URL's, unless ?sentinel_password= says otherwise
+            # (an empty value: the sentinels need none)
+            sentinel_kwargs["username"] = parsed.options.get("sentinel_username", parsed.username)
+            sentinel_kwargs["password"] = parsed.options.get("sentinel_password", parsed.password)
+            for name in ("username", "password"):
+                if not sentinel_kwargs[name]:
+                    sentinel_kwargs[name] = None
+            sentinel_kwargs.update(tls)
             make_sentinel: Any = Sentinel  # redis-py leaves Sentinel.__init__ untyped
             sentinel = make_sentinel(list(parsed.hosts), sentinel_kwargs=sentinel_kwargs)
             client = sentinel.master_for(parsed.service or "mymaster", db=parsed.db, **common)
@@ -153,7 +164,8 @@ class RedisStore:
             )
         else:
             raise ValueError(f"not a Redis URL scheme: {parsed.scheme}")
-        return cls(client, parsed.password, parsed.scheme, extra)
+        secrets = (parsed.password, parsed.options.get("sentinel_password"))
+        return cls(client, tuple(s for s in secrets if s), parsed.scheme, extra)
 
     async def _call(self, thunk: Callable[[], Awaitable[T]]) -> T:
         try:
@@ -171,9 +183,9 @@ class RedisStore:
         except UNAVAILABLE as exc:
             if self._kind == "redis+cluster":
                 self._discovered = False  # rediscover under the lock on the next call
-            message = f"{type(exc).__name__}: {exc}"
-            if self._password:
-                message = message.replace(self._password, "***")
+            message = f"{type(exc).__name__}: {str(exc)[:300]}"  # redis-py's can run to KBs
+            for secret in self._secrets:
+                message = message.replace(secret, "***")
             raise StoreUnavailable(f"redis store unavailable ({self._kind}): {message}") from None
 
     async def get(self, ns: str, key: str) -> bytes | None:

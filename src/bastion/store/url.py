@@ -62,7 +62,7 @@ def parse_store_url(url: str, field_path: str = "store") -> StoreUrl:
         )
         host = host.strip("[]")
         if port and not port.isdigit():
-            raise bad(f"bad port {port!r}")
+            raise bad("bad port (a password with '/', '?' or '#' must be percent-encoded)")
         hosts.append((host, int(port) if port else (26379 if scheme == "redis+sentinel" else 6379)))
     if not hosts:
         raise bad("a Redis URL needs at least one host")
@@ -82,7 +82,7 @@ def parse_store_url(url: str, field_path: str = "store") -> StoreUrl:
         db = int(segments[0])
     if scheme == "redis+cluster" and db != 0:
         raise bad("a Redis Cluster has only database 0")
-    options = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    options = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
     tls = scheme == "rediss" or options.get("ssl", "").lower() in ("1", "true", "yes")
     return StoreUrl(
         scheme, hosts=tuple(hosts), db=db, username=username, password=password,
@@ -91,10 +91,21 @@ def parse_store_url(url: str, field_path: str = "store") -> StoreUrl:
 
 
 def redacted(url: str) -> str:
-    """The URL with any password replaced, for messages and logs."""
+    """The URL with every password hidden (the user part's, and query values such as
+    `sentinel_password`), for messages and logs."""
     scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest.split("/", 1)[0]:
+    if not sep:
         return url
-    userinfo, _, tail = rest.partition("@")
-    user = userinfo.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{tail}" if ":" in userinfo else url
+    rest, mark, query = rest.partition("?")
+    at = rest.rfind("@")  # the parser splits at the last "@": a password may hold "@" and "/"
+    if at >= 0:
+        userinfo, tail = rest[:at], rest[at + 1 :]
+        user = userinfo.split(":", 1)[0]
+        rest = f"{user}:***@{tail}" if ":" in userinfo else f"{user}@{tail}"
+    if query:
+        pairs = []
+        for pair in query.split("&"):
+            name, eq, _ = pair.partition("=")
+            pairs.append(f"{name}=***" if eq and "password" in name.lower() else pair)
+        query = "&".join(pairs)
+    return f"{scheme}://{rest}{mark}{query}"
