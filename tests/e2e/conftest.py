@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.idp import idp, idp_server  # noqa: F401  (fixtures: a test IdP process)
+from tests.e2e.oidc_provider import oidc_provider  # noqa: F401  (fixture: a real OpenID provider)
 from tests.e2e.procs import Gateway, free_port, gateway_config, run_gateway, run_python
 
 UPSTREAM_APP = Path(__file__).with_name("upstream_app.py")
