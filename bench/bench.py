@@ -2,7 +2,8 @@
 
 Run through `bench/run` (see bench/README.md). Every round starts each system under test (SUT) on
 core 0, sends one sanity GET through it, warms it up, measures it with wrk on core 1 and stops it
-by pid. The upstream (nginx, core 1) runs for the whole benchmark.
+by pid. The upstream (nginx, core 1) runs for the whole benchmark. The oauth scenarios (issue 5)
+run Bastion with the oauth plugin: a valid token, a wrongly signed one (401), token issuance.
 """
 
 from __future__ import annotations
@@ -21,8 +22,20 @@ from pathlib import Path
 from typing import Literal
 
 import report
-from measure import HostCpu, LoadGenerator, Measurement, measure, run_load
-from systems import Server, StopResult, find_nginx, start_bastion, start_nginx, start_pyupstream
+from measure import HostCpu, LoadGenerator, Measurement, Request, measure, run_load
+from pyupstream import BODY
+from systems import (
+    INVALID_TOKEN_BODY,
+    TOKEN_PATH,
+    Server,
+    StopResult,
+    find_nginx,
+    forge,
+    issue_token,
+    start_bastion,
+    start_nginx,
+    start_pyupstream,
+)
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "out"
@@ -31,16 +44,21 @@ MEASURED_PATH = "/bench?x=1"
 BUSY_WARNING = 0.3  # cores already busy before the benchmark that deserve a warning
 
 System = Literal["nginx-direct", "nginx-proxy", "bastion"]
+Token = Literal["valid", "invalid"]
 
 
 @dataclass(frozen=True)
 class Scenario:
-    """One system under test: what runs, with how many worker processes."""
+    """One system under test: what runs, with how many worker processes, and what it is sent."""
 
     name: str
     system: System
     workers: int = 1
     access_log: bool = False
+    oauth: bool = False  # Bastion with the oauth plugin on every route (systems.oauth_plugin)
+    token: Token | None = None  # every request carries `Authorization: Bearer` with this token
+    path: str = MEASURED_PATH
+    expect: int = 200  # the status every answer must have
 
 
 SCENARIOS = (
@@ -50,8 +68,11 @@ SCENARIOS = (
     Scenario("bastion-1w-log", "bastion", access_log=True),
     Scenario("nginx-proxy-2w", "nginx-proxy", workers=2),
     Scenario("bastion-2w", "bastion", workers=2),
+    Scenario("bastion-oauth-valid", "bastion", oauth=True, token="valid"),
+    Scenario("bastion-oauth-invalid", "bastion", oauth=True, token="invalid", expect=401),
+    Scenario("bastion-oauth-issue", "bastion", oauth=True, path=TOKEN_PATH),
 )
-QUICK_SCENARIOS = (Scenario("bastion-1w", "bastion"),)
+QUICK_SCENARIOS = tuple(s for s in SCENARIOS if s.name in ("bastion-1w", "bastion-oauth-invalid"))
 
 
 @dataclass(frozen=True)
@@ -105,7 +126,7 @@ class Run:
     stop: StopResult | None = None
 
     def problem(self) -> str | None:
-        """Why this run does not count as "every request answered 2xx", or None."""
+        """Why this run does not count as "every request got its expected status", or None."""
         if self.error:
             return self.error.splitlines()[0]
         assert self.measurement is not None
@@ -113,7 +134,8 @@ class Run:
         if load.requests == 0:
             return "no request completed"
         if load.errors:
-            return f"{load.non_2xx} non-2xx responses, socket errors {load.socket_errors}"
+            kind = "non-2xx" if load.unexpected_status is None else "unexpected status"
+            return f"{load.wrong_status} {kind} responses, socket errors {load.socket_errors}"
         return None
 
     def to_json(self) -> dict[str, object]:
@@ -166,7 +188,26 @@ def start_sut(scenario: Scenario, workdir: Path, placement: Placement, upstream:
         cpus,
         upstream.port,
         access_log=scenario.access_log,
+        oauth=scenario.oauth,
     )
+
+
+def prepare(scenario: Scenario, sut: Server) -> Request:
+    """The scenario's sanity check, then what the load generator sends to the SUT.
+
+    oauth: one token from the token endpoint; a sanity GET with it (or with it forged) must get the
+    upstream's body (or the plugin's 401), and the load sends that same Authorization header.
+    """
+    if not scenario.oauth:
+        sut.check_body()
+        return Request(sut.url(scenario.path), expect=scenario.expect)
+    token = issue_token(sut)
+    if scenario.token is None:
+        return Request(sut.url(scenario.path), expect=scenario.expect)
+    bearer = token if scenario.token == "valid" else forge(token)
+    headers = (f"Authorization: Bearer {bearer}",)
+    sut.check_body(headers, scenario.expect, INVALID_TOKEN_BODY if scenario.expect == 401 else BODY)
+    return Request(sut.url(scenario.path), headers, scenario.expect)
 
 
 def run_scenario(scenario: Scenario, round_index: int, opts: Options, env: Environment) -> Run:
@@ -179,13 +220,12 @@ def run_scenario(scenario: Scenario, round_index: int, opts: Options, env: Envir
         run.error = f"could not start: {exc}"
         return run
     try:
-        sut.check_body()
-        url = sut.url(MEASURED_PATH)
+        request = prepare(scenario, sut)
         if opts.warmup > 0:
-            run_load(env.generator, url, opts.warmup, env.placement.load)
+            run_load(env.generator, request, opts.warmup, env.placement.load)
         run.measurement = measure(
             env.generator,
-            url,
+            request,
             opts.duration,
             env.placement.load,
             sut_pid=sut.pid,
@@ -201,7 +241,7 @@ def run_scenario(scenario: Scenario, round_index: int, opts: Options, env: Envir
 
 
 def describe_run(run: Run, rounds: int) -> str:
-    prefix = f"[round {run.round + 1}/{rounds}] {run.scenario:<16}"
+    prefix = f"[round {run.round + 1}/{rounds}] {run.scenario:<21}"
     if run.measurement is None:
         return f"{prefix} FAILED: {run.error}"
     m = run.measurement
@@ -257,7 +297,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="smoke test: bastion-1w only, 2 s, 1 round; no RESULTS.md",
+        help="smoke test: bastion-1w and bastion-oauth-invalid, 2 s, 1 round; no RESULTS.md",
     )
     parser.add_argument("--keep-temp", action="store_true", help="keep configs and logs")
     args = parser.parse_args(argv)
@@ -347,9 +387,12 @@ def main(argv: list[str] | None = None) -> int:
     log(f"bench: raw results in {path}")
     problems = [f"{r.scenario} round {r.round + 1}: {p}" for r in runs if (p := r.problem())]
     if problems:
-        log("bench: FAILED, not every scenario answered only 2xx:\n  " + "\n  ".join(problems))
+        log(
+            "bench: FAILED, not every scenario answered only its expected status:\n  "
+            + "\n  ".join(problems)
+        )
         return 1
-    log("bench: OK, every scenario answered 2xx")
+    log("bench: OK, every scenario answered its expected status only")
     return 0
 
 

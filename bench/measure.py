@@ -18,8 +18,23 @@ import psutil
 
 HERE = Path(__file__).resolve().parent
 SAMPLE_INTERVAL = 0.5  # seconds between RSS samples of the system under test
+STATUS_SCRIPT = HERE / "status.lua"  # wrk counts the answers whose status is not the expected one
 
 _UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
+
+
+@dataclass(frozen=True)
+class Request:
+    """What the load generator sends on every request, and the status every answer must have."""
+
+    url: str
+    headers: tuple[str, ...] = ()  # "Name: value"
+    expect: int = 200
+
+    @property
+    def counts_status(self) -> bool:
+        """A status other than 2xx is expected: answers are counted against it, not as non-2xx."""
+        return not 200 <= self.expect < 300
 
 
 @dataclass
@@ -32,10 +47,16 @@ class LoadResult:
     requests: int
     non_2xx: int
     socket_errors: dict[str, int]
+    unexpected_status: int | None = None  # answers without the expected status, when counted
+
+    @property
+    def wrong_status(self) -> int:
+        """Answers with a wrong status: non-2xx, or other than the expected one when counted."""
+        return self.non_2xx if self.unexpected_status is None else self.unexpected_status
 
     @property
     def errors(self) -> int:
-        return self.non_2xx + sum(self.socket_errors.values())
+        return self.wrong_status + sum(self.socket_errors.values())
 
 
 @dataclass
@@ -82,6 +103,7 @@ def parse_wrk(output: str) -> LoadResult:
         raise ValueError(f"unexpected wrk output:\n{output}")
     non_2xx = find(r"Non-2xx or 3xx responses:\s+(\d+)")
     sock = find(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)")
+    unexpected = find(r"^Unexpected status: (\d+)")  # printed by status.lua
     names = ("connect", "read", "write", "timeout")
     return LoadResult(
         requests_per_s=float(rps.group(1)),
@@ -90,12 +112,13 @@ def parse_wrk(output: str) -> LoadResult:
         requests=int(total.group(1)),
         non_2xx=int(non_2xx.group(1)) if non_2xx else 0,
         socket_errors={n: int(sock.group(i + 1)) if sock else 0 for i, n in enumerate(names)},
+        unexpected_status=int(unexpected.group(1)) if unexpected else None,
     )
 
 
 def parse_pyload(output: str) -> LoadResult:
     data = json.loads(output)
-    return LoadResult(**{k: data[k] for k in LoadResult.__dataclass_fields__})
+    return LoadResult(**{k: data[k] for k in LoadResult.__dataclass_fields__ if k in data})
 
 
 @dataclass(frozen=True)
@@ -106,28 +129,42 @@ class LoadGenerator:
     threads: int
     connections: int
 
-    def command(self, url: str, duration: float, cpus: str | None) -> list[str]:
+    def command(self, request: Request, duration: float, cpus: str | None) -> list[str]:
         pin = ["taskset", "-c", cpus] if cpus else []
         if self.name == "wrk":
-            seconds = f"{max(1, round(duration))}s"
-            return [
-                *pin,
-                "wrk",
-                f"-t{self.threads}",
-                f"-c{self.connections}",
-                f"-d{seconds}",
-                "--latency",
-                url,
-            ]
+            return [*pin, *self._wrk(request, duration)]
+        return [*pin, *self._pyload(request, duration)]
+
+    def _wrk(self, request: Request, duration: float) -> list[str]:
+        headers = [arg for header in request.headers for arg in ("-H", header)]
+        status = ["-s", str(STATUS_SCRIPT)] if request.counts_status else []
+        script_args = ["--", str(request.expect)] if request.counts_status else []
+        seconds = f"{max(1, round(duration))}s"
         return [
-            *pin,
+            "wrk",
+            f"-t{self.threads}",
+            f"-c{self.connections}",
+            f"-d{seconds}",
+            "--latency",
+            *headers,
+            *status,
+            request.url,
+            *script_args,
+        ]
+
+    def _pyload(self, request: Request, duration: float) -> list[str]:
+        headers = [arg for header in request.headers for arg in ("--header", header)]
+        expect = ["--expect", str(request.expect)] if request.counts_status else []
+        return [
             sys.executable,
             str(HERE / "pyload.py"),
-            url,
+            request.url,
             "--duration",
             str(duration),
             "--connections",
             str(self.connections),
+            *headers,
+            *expect,
         ]
 
     def parse(self, output: str) -> LoadResult:
@@ -227,7 +264,7 @@ class Measurement:
 
 def measure(
     generator: LoadGenerator,
-    url: str,
+    request: Request,
     duration: float,
     cpus: str | None,
     sut_pid: int,
@@ -240,7 +277,7 @@ def measure(
     if upstream:
         upstream.start()
     started = time.monotonic()
-    output = run_load(generator, url, duration, cpus, on_tick=sut.sample)
+    output = run_load(generator, request, duration, cpus, on_tick=sut.sample)
     elapsed = time.monotonic() - started
     usage = sut.stop()
     upstream_s = upstream.stop().total_cpu_s if upstream else 0.0
@@ -262,13 +299,13 @@ def measure(
 
 def run_load(
     generator: LoadGenerator,
-    url: str,
+    request: Request,
     duration: float,
     cpus: str | None,
     on_tick: Callable[[], None] | None = None,
 ) -> str:
     """Run the load generator to completion (killed by pid past its time) and return its stdout."""
-    command = generator.command(url, duration, cpus)
+    command = generator.command(request, duration, cpus)
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + duration + 30
     while True:

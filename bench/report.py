@@ -26,6 +26,12 @@ AIM_RSS_MB = 40.0  # ... and under 40 MB per worker
 NOT_SUT_BOUND = 0.8  # a 1-process SUT using less than this many cores was not the bottleneck
 SLOW_STOP = 2.0  # seconds from SIGTERM to exit that we flag (the SIGKILL comes at 10 s)
 FOREIGN_NOISE = 0.1  # cores used by processes outside the benchmark that we flag
+PROXY_ONLY = "bastion-1w"  # the reference of the oauth scenarios: the same Bastion, no plugin
+OAUTH = {  # issue 5 point 7: what each oauth scenario sends, and the status it expects
+    "bastion-oauth-valid": "`GET /bench?x=1` with a valid token: 200, proxied",
+    "bastion-oauth-invalid": "`GET /bench?x=1` with a wrongly signed token: 401, not proxied",
+    "bastion-oauth-issue": "`GET /oauth2/token?grant_type=client_credentials&…`: 200, a new token",
+}
 
 Run = dict[str, Any]
 
@@ -162,9 +168,15 @@ def peak_rss(runs: list[Run]) -> list[float]:
     return [max(x[i] for x in lists if len(x) == width) for i in range(width)]
 
 
+def wrong_status(load: dict[str, Any]) -> int:
+    """Non-2xx answers, or answers other than the expected status when the run counted those."""
+    unexpected = load.get("unexpected_status")
+    return int(load["non_2xx"] if unexpected is None else unexpected)
+
+
 def errors_of(run: Run) -> int:
     load = run["measurement"]["load"]
-    return int(load["non_2xx"]) + sum(int(v) for v in load["socket_errors"].values())
+    return wrong_status(load) + sum(int(v) for v in load["socket_errors"].values())
 
 
 # --- formatting ----------------------------------------------------------------------------------
@@ -206,6 +218,7 @@ def scenarios_in(runs: list[Run]) -> list[str]:
                 "bastion-1w-log",
                 "nginx-proxy-2w",
                 "bastion-2w",
+                *OAUTH,
             ]
         )
     }
@@ -258,6 +271,9 @@ def raw_rows(runs: list[Run]) -> list[list[str]]:
             continue
         load = m["load"]
         sock = load["socket_errors"]
+        non_2xx = f"{load['non_2xx']:,}"
+        if load.get("unexpected_status") is not None:
+            non_2xx += f" ({load['unexpected_status']} unexpected)"
         rows.append(
             [
                 str(run["round"] + 1),
@@ -266,7 +282,7 @@ def raw_rows(runs: list[Run]) -> list[list[str]]:
                 f"{load['p50_ms']:.2f}",
                 f"{load['p99_ms']:.2f}",
                 f"{load['requests']:,}",
-                str(load["non_2xx"]),
+                non_2xx,
                 "/".join(str(sock[k]) for k in ("connect", "read", "write", "timeout")),
                 f"{m['sut_cores']:.2f}",
                 f"{m['upstream_cores']:.2f} / {m['loadgen_cores']:.2f}",
@@ -315,6 +331,13 @@ def headline(runs: list[Run]) -> list[str]:
             f"- Access log on (`bastion-1w-log`): {ratio_text(logged)}x the throughput "
             "with it off, same round."
         )
+    oauth = [(name, same_round_ratios(runs, name, PROXY_ONLY)) for name in OAUTH]
+    if any(ratios for _, ratios in oauth):
+        lines.append(
+            "- oauth plugin (issue 5), req/s ÷ `bastion-1w` same round: "
+            + ", ".join(f"`{name}` {ratio_text(ratios)}x" for name, ratios in oauth if ratios)
+            + " (see its section)."
+        )
     two = same_round_ratios(runs, "bastion-2w", "bastion-1w")
     two_ref = same_round_ratios(runs, "bastion-2w", "nginx-proxy-2w")
     if two:
@@ -340,8 +363,9 @@ def checks(runs: list[Run], info: dict[str, Any]) -> list[str]:
             lines.append(f"- {where}: FAILED: {(run['error'] or '').splitlines()[0][:300]}")
             continue
         if errors_of(run):
+            kind = "non-2xx" if m["load"].get("unexpected_status") is None else "unexpected status"
             lines.append(
-                f"- {where}: {errors_of(run)} errors (non-2xx {m['load']['non_2xx']}, "
+                f"- {where}: {errors_of(run)} errors ({kind} {wrong_status(m['load'])}, "
                 f"socket {m['load']['socket_errors']})."
             )
         if run.get("killed") or (run.get("stop_s") or 0) > SLOW_STOP:
@@ -360,7 +384,70 @@ def checks(runs: list[Run], info: dict[str, Any]) -> list[str]:
                 f"cores, steal {m['steal_cores']:.2f}."
             )
     return lines or [
-        "- none: every run answered 2xx only, 1-process SUTs were CPU-bound, no noise."
+        "- none: every run answered its expected status only (2xx; 401 for "
+        "`bastion-oauth-invalid`), 1-process SUTs were CPU-bound, no noise."
+    ]
+
+
+def oauth_rows(runs: list[Run], references: list[str]) -> list[list[str]]:
+    rows = []
+    for name, what in OAUTH.items():
+        done = measured(runs, name)
+        if not done:
+            continue
+        rps = [load_field(r, "requests_per_s") for r in done]
+        rows.append(
+            [
+                name,
+                what,
+                f"{statistics.median(rps):,.0f} ({min(rps):,.0f}-{max(rps):,.0f})",
+                f"{median_of(done, lambda r: load_field(r, 'p50_ms')):.2f}",
+                f"{median_of(done, lambda r: load_field(r, 'p99_ms')):.2f}",
+                *[ratio_text(same_round_ratios(runs, name, ref)) for ref in references],
+                f"{median_of(done, lambda r: r['measurement']['sut_cores']):.2f}",
+                ratio_text(same_round_ratios(runs, name, PROXY_ONLY, per_cpu)),
+                rss_text(peak_rss(done)),
+                str(sum(errors_of(r) for r in done)),
+            ]
+        )
+    return rows
+
+
+def oauth_section(runs: list[Run]) -> list[str]:
+    """Issue 5 point 7: the oauth scenarios as ratios to the proxy-only figure of the same round."""
+    references = [ref for ref in (PROXY_ONLY, "nginx-proxy") if measured(runs, ref)]
+    rows = oauth_rows(runs, references)
+    if not rows:
+        return []
+    return [
+        "## oauth plugin (issue 5)",
+        "",
+        "Bastion, 1 worker, pinned like `bastion-1w`, same upstream and wrk settings, with the "
+        "oauth plugin on every route (`global_auth: true`, one consumer, store a SQLite file). "
+        "Before the load, one token comes from the token endpoint; wrk sends it (or the same "
+        "token re-signed with another key) as `Authorization: Bearer` on every request. Errors: "
+        "answers other than the expected status, plus socket errors. Ratios: req/s ÷ the "
+        "reference's req/s in the same round, median (min-max); `x bastion-1w per CPU-s` does "
+        "the same with req per SUT CPU-second, the CPU cost of a request relative to proxying "
+        "alone, which is the figure to trust when other processes took CPU (see Automatic checks).",
+        "",
+        *table(
+            [
+                "config",
+                "request: expected answer",
+                "req/s median (min-max)",
+                "p50 ms",
+                "p99 ms",
+                *[f"x {ref}" for ref in references],
+                "SUT cores",
+                "x bastion-1w per CPU-s",
+                "peak RSS MB",
+                "errors",
+            ],
+            rows,
+            "llrrr" + "r" * len(references) + "rrlr",
+        ),
+        "",
     ]
 
 
@@ -368,6 +455,7 @@ def render(data: dict[str, Any]) -> str:
     info, runs = data["info"], data["runs"]
     opts, machine, versions = info["options"], info["machine"], info["versions"]
     references = [ref for ref in REFERENCES if measured(runs, ref)]
+    oauth_present = any(measured(runs, name) for name in OAUTH)
     started = info["started"].replace("T", " ").replace("+00:00", " UTC")
     out = [
         "# Bastion benchmark results",
@@ -395,7 +483,8 @@ def render(data: dict[str, Any]) -> str:
         f"body), {opts['warmup_s']:g} s warm-up, then `{info['generator']} -t{opts['threads']} "
         f"-c{opts['connections']} -d{opts['duration_s']:g}s --latency "
         f"http://127.0.0.1:PORT{opts['path']}`, then stop the SUT by pid. {opts['rounds']} "
-        "interleaved rounds (each round starts one config later).",
+        "interleaved rounds (each round starts one config later)."
+        + (" The oauth configs differ: see their section." if oauth_present else ""),
         "",
         f"## Results (median over {opts['rounds']} round(s))",
         "",
@@ -424,9 +513,12 @@ def render(data: dict[str, Any]) -> str:
             "lrrrr" + "r" * len(references) + "rrrll",
         ),
         "",
+        *oauth_section(runs),
         "## Per round (raw)",
         "",
-        "Socket errors: connect/read/write/timeout. upstream / loadgen: cores used by the "
+        'non-2xx: as wrk counts them ("unexpected": answers other than the expected status, '
+        "counted when it is not 2xx). Socket errors: connect/read/write/timeout. "
+        "upstream / loadgen: cores used by the "
         "upstream and by the load generator. foreign / steal: cores used by processes outside "
         "the benchmark, and hypervisor steal. stop s: seconds from SIGTERM to exit.",
         "",

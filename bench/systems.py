@@ -6,8 +6,12 @@ is stopped by its pid: SIGTERM, SIGKILL after a grace period, then SIGKILL to an
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
+import hmac
 import http.client
+import json
 import os
 import shutil
 import socket
@@ -27,6 +31,14 @@ ROOT = HERE.parent
 STOP_GRACE = 10.0  # seconds between SIGTERM and SIGKILL
 START_TIMEOUT = 30.0  # seconds a server has to become ready
 NGINX_UPSTREAM_KEEPALIVE = 128  # idle keep-alive connections nginx-proxy keeps, as in stack-bench
+SANITY_PATH = "/bench?sanity=1"
+OAUTH_CLIENT_ID = "bench-client"
+OAUTH_CLIENT_SECRET = "bench-secret-0123456789abcdef-0123456789"  # 32+ characters
+TOKEN_PATH = (
+    "/oauth2/token?grant_type=client_credentials"
+    f"&client_id={OAUTH_CLIENT_ID}&client_secret={OAUTH_CLIENT_SECRET}"
+)
+INVALID_TOKEN_BODY = b"Invalid Jwt token"  # the oauth plugin's 401 body
 
 
 def find_nginx() -> str | None:
@@ -55,11 +67,14 @@ def log_tail(path: Path, lines: int = 20) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
-def fetch(port: int, path: str = "/", timeout: float = 5.0) -> tuple[int, bytes]:
-    """One GET on 127.0.0.1:`port`; (status, body)."""
+def fetch(
+    port: int, path: str = "/", headers: tuple[str, ...] = (), timeout: float = 5.0
+) -> tuple[int, bytes]:
+    """One GET on 127.0.0.1:`port` with `headers` ("Name: value"); (status, body)."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
-        conn.request("GET", path)
+        fields = {name: value for name, _, value in (h.partition(": ") for h in headers)}
+        conn.request("GET", path, headers=fields)
         response = conn.getresponse()
         return response.status, response.read()
     finally:
@@ -128,14 +143,18 @@ class Server:
             time.sleep(0.1)
         raise self.fail(f"{path} did not answer 200 after {timeout:.0f}s ({last})")
 
-    def check_body(self) -> None:
-        """The sanity GET: the exact upstream body with a 200, or an error."""
+    def check_body(
+        self, headers: tuple[str, ...] = (), expect: int = 200, expect_body: bytes = BODY
+    ) -> None:
+        """The sanity GET: the exact upstream body with a 200 (or the given answer), or an error."""
         try:
-            status, body = fetch(self.port, "/bench?sanity=1")
+            status, body = fetch(self.port, SANITY_PATH, headers)
         except OSError as exc:
             raise self.fail(f"sanity GET failed: {exc}") from None
-        if status != 200 or body != BODY:
-            raise self.fail(f"sanity GET returned {status} {body[:200]!r}, expected 200 {BODY!r}")
+        if status != expect or body != expect_body:
+            raise self.fail(
+                f"sanity GET returned {status} {body[:200]!r}, expected {expect} {expect_body!r}"
+            )
 
     def stop(self, grace: float = STOP_GRACE) -> StopResult:
         """SIGTERM by pid, SIGKILL after `grace`; then SIGKILL children it left, each by pid."""
@@ -272,25 +291,48 @@ def start_nginx(
 # --- Bastion -----------------------------------------------------------------------------------
 
 
-def bastion_config(port: int, upstream_port: int, access_log: bool) -> dict[str, object]:
-    return {
+def oauth_plugin() -> dict[str, object]:
+    """The oauth plugin on every route (`global_auth`), with the benchmark's one consumer."""
+    consumer = {"name": "bench", "client_id": OAUTH_CLIENT_ID, "client_secret": OAUTH_CLIENT_SECRET}
+    return {"oauth": {"global_auth": True, "consumers": [consumer]}}
+
+
+def bastion_config(
+    port: int, upstream_port: int, access_log: bool, oauth_store: Path | None = None
+) -> dict[str, object]:
+    """One service, one catch-all route; with `oauth_store` (a SQLite file), the oauth plugin."""
+    config: dict[str, object] = {
         "listen": f"127.0.0.1:{port}",
         "access_log": access_log,
         "services": [{"name": "upstream", "url": f"http://127.0.0.1:{upstream_port}"}],
         "routes": [{"name": "all", "path": "/", "service": "upstream"}],
     }
+    if oauth_store is not None:
+        config["store"] = f"sqlite:///{oauth_store}"
+        config["plugins"] = oauth_plugin()
+    return config
 
 
 def start_bastion(
-    workdir: Path, name: str, workers: int, cpus: str | None, upstream_port: int, access_log: bool
+    workdir: Path,
+    name: str,
+    workers: int,
+    cpus: str | None,
+    upstream_port: int,
+    access_log: bool,
+    oauth: bool = False,
 ) -> Server:
-    """`bastion run -c CONFIG --workers N` in its own temp dir; ready when /healthz answers 200."""
+    """`bastion run -c CONFIG --workers N` in its own temp dir; ready when /healthz answers 200.
+
+    With `oauth`, the config has the oauth plugin and its store is a SQLite file in that dir.
+    """
     cwd = workdir / name
     cwd.mkdir(parents=True)
     port = free_port()
     config_path = cwd / "bastion.yaml"
+    store = cwd / "bench.db" if oauth else None
     config_path.write_text(
-        yaml.safe_dump(bastion_config(port, upstream_port, access_log), sort_keys=False)
+        yaml.safe_dump(bastion_config(port, upstream_port, access_log, store), sort_keys=False)
     )
     command = [
         *pinned(cpus),
@@ -302,6 +344,31 @@ def start_bastion(
         str(workers),
     ]
     return _started(spawn(name, command, cwd, port), ready="/healthz")
+
+
+# --- oauth tokens ------------------------------------------------------------------------------
+
+
+def issue_token(server: Server) -> str:
+    """One access token from the token endpoint of a Bastion with the oauth plugin."""
+    try:
+        status, body = fetch(server.port, TOKEN_PATH)
+    except OSError as exc:
+        raise server.fail(f"token request failed: {exc}") from None
+    if status != 200:
+        raise server.fail(f"token request returned {status} {body[:200]!r}, expected 200")
+    try:
+        return str(json.loads(body)["access_token"])
+    except (ValueError, KeyError) as exc:
+        raise server.fail(f"token answer without access_token: {body[:200]!r}") from exc
+
+
+def forge(token: str) -> str:
+    """The same header and claims signed with another key: a well-formed, wrongly signed JWT."""
+    signing_input = token.rsplit(".", 1)[0]
+    key = b"not-" + OAUTH_CLIENT_SECRET.encode()
+    mac = hmac.new(key, signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{base64.urlsafe_b64encode(mac).rstrip(b'=').decode()}"
 
 
 # --- Python upstream (quick mode without nginx) ------------------------------------------------

@@ -16,9 +16,6 @@ from typing import Any
 from urllib.parse import quote_plus
 
 import orjson
-from joserfc import jws
-from joserfc.errors import SecurityWarning
-from joserfc.jwk import OctKey, import_key
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"  # RFC 7523 §2.2
 ASSERTION_LIFETIME = 60  # seconds, as Kong's assertions
@@ -42,6 +39,8 @@ class ClientCredentials:
 
 def load_private_key(pem: str) -> Any:
     """A joserfc key from PEM text; ValueError when it is not a private key."""
+    from joserfc.jwk import import_key  # loaded when a config needs it
+
     try:
         key = import_key(pem.encode())
     except Exception as exc:  # joserfc raises several types for bad input
@@ -71,6 +70,10 @@ def apply(
 
 def _assertion(creds: ClientCredentials, audience: str) -> str:
     """RFC 7523 §3: iss = sub = client_id, aud = the token endpoint, a short life, a jti."""
+    from joserfc import jws
+    from joserfc.errors import SecurityWarning
+    from joserfc.jwk import OctKey
+
     now = int(time.time())
     claims = {
         "iss": creds.client_id, "sub": creds.client_id, "aud": audience,

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import httpx
 import orjson
 
 from bastion.idp.client_auth import ClientCredentials, apply
+
+if TYPE_CHECKING:
+    import httpx
 
 MAX_BODY_LOGGED = 512
 _SECRET_FIELDS = ("access_token", "refresh_token", "id_token")
@@ -49,6 +52,8 @@ class TokenRequest:
 
 
 async def fetch_token(client: httpx.AsyncClient, request: TokenRequest) -> IssuedToken:
+    import httpx  # loaded with the first token request: a proxy-only worker stays small
+
     form = dict(request.form)
     headers = {"Accept": "application/json", **dict(request.headers)}
     apply(request.credentials, form, headers, request.endpoint)

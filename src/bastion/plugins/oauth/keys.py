@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from joserfc.jwk import ECKey, OKPKey, RSAKey, import_key
 
 from bastion.gateway.clock import Clock
 from bastion.store.base import Store, StoreUnavailable
@@ -32,6 +31,8 @@ Key = Any
 
 
 def generate_key(alg: str) -> Key:
+    from joserfc.jwk import ECKey, OKPKey, RSAKey
+
     if alg == "RS256":
         return RSAKey.generate_key(2048)
     if alg == "ES256":
@@ -71,6 +72,8 @@ def _record(k: RingKey) -> dict[str, Any]:
 
 
 def decode_ring(data: bytes) -> list[RingKey]:
+    from joserfc.jwk import import_key
+
     return [
         RingKey(item["kid"], item["alg"], item["created"], item["retired"], import_key(item["jwk"]))
         for item in orjson.loads(data)

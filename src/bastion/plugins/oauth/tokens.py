@@ -17,9 +17,6 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
-from joserfc import jws
-from joserfc.errors import JoseError, SecurityWarning
-from joserfc.jwk import OctKey
 
 from bastion.gateway.clock import Clock
 from bastion.plugins.oauth.schema import Consumer, OAuthRule
@@ -63,8 +60,11 @@ class KeyRing(Protocol):
         ...
 
 
-def consumer_key(secret: str) -> OctKey:
+def consumer_key(secret: str) -> Key:
     """The HS256 key of a consumer (Higress: the client_secret's bytes)."""
+    from joserfc.errors import SecurityWarning
+    from joserfc.jwk import OctKey
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SecurityWarning)  # short secrets: warned at load instead
         return OctKey.import_key(secret.encode())
@@ -77,6 +77,8 @@ def _quiet(alg: str) -> Iterator[None]:
     if alg != "EdDSA":
         yield
         return
+    from joserfc.errors import SecurityWarning
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SecurityWarning)
         yield
@@ -94,13 +96,15 @@ class TokenCodec:
         self.keyring = keyring
         consumers = config.consumers or []
         self.by_id: dict[str, Consumer] = {c.client_id: c for c in consumers}
-        self.keys: dict[str, OctKey] = (
+        self.keys: dict[str, Key] = (
             {c.client_id: consumer_key(c.client_secret) for c in consumers}
             if keyring is None
             else {}
         )
 
     def issue(self, consumer: Consumer, aud: str, scope: str | None) -> str:
+        from joserfc import jws  # loaded with the first token: a proxy-only worker stays small
+
         now = int(self.clock.time())
         claims: dict[str, Any] = {
             "aud": aud, "client_id": consumer.client_id, "exp": now + self.ttl, "iat": now,
@@ -120,6 +124,9 @@ class TokenCodec:
 
     def verify(self, token: str) -> VerifiedToken:
         """The verified token, or InvalidToken saying why."""
+        from joserfc import jws
+        from joserfc.errors import JoseError
+
         if len(token) > MAX_TOKEN or token.count(".") != 2:
             raise InvalidToken("malformed")
         try:

@@ -17,9 +17,8 @@ import asyncio
 import hashlib
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import orjson
 
 from bastion.gateway.clock import Clock
@@ -28,6 +27,9 @@ from bastion.ops.logging import LOG
 from bastion.ops.metrics import Metrics
 from bastion.plugins.upstream_oauth.schema import OAuthSettings
 from bastion.store.base import Store
+
+if TYPE_CHECKING:
+    import httpx
 
 NAMESPACE = "upstream-tokens"
 MIN_TTL = 1.0

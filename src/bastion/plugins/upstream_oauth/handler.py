@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import json
 import ssl
-
-import httpx
+from typing import TYPE_CHECKING
 
 from bastion.config.model import Model
 from bastion.errors import ConfigError
@@ -26,6 +25,9 @@ from bastion.plugins.upstream_oauth.cache import TokenSource, cache_key
 from bastion.plugins.upstream_oauth.purge import PurgeWatch
 from bastion.plugins.upstream_oauth.schema import ClientSettings, UpstreamOAuthConfig
 from bastion.store.base import Store, StoreUnavailable
+
+if TYPE_CHECKING:
+    import httpx
 
 
 def render_error(config: UpstreamOAuthConfig) -> Response:
@@ -143,6 +145,8 @@ class UpstreamOAuthPlugin(Plugin):
         )
 
     def _http(self, client: ClientSettings) -> httpx.AsyncClient:
+        import httpx  # loaded only where the plugin is configured
+
         found = self.clients.get(client)
         if found is not None:
             return found
