@@ -37,17 +37,34 @@ class ClientCredentials:
     kid: str | None = None
 
 
-def load_private_key(pem: str) -> Any:
-    """A joserfc key from PEM text; ValueError when it is not a private key."""
-    from joserfc.jwk import import_key  # loaded when a config needs it
+#: the key type each private_key_jwt algorithm signs with (RFC 7518 §3.1, RFC 8037 §3.1)
+KEY_TYPES = {"RS256": "RSA", "ES256": "EC", "EdDSA": "OKP"}
+
+
+def load_private_key(pem: str, alg: str | None = None) -> Any:
+    """A joserfc key from PEM text (able to sign `alg` when given); ValueError saying why not."""
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+    from joserfc.jwk import import_key
 
     try:
-        key = import_key(pem.encode())
-    except Exception as exc:  # joserfc raises several types for bad input
-        raise ValueError(f"not a PEM private key: {exc}") from None
-    if not key.is_private:
-        raise ValueError("a public key was given where the private key is needed")
-    return key
+        parsed = load_pem_private_key(pem.encode(), password=None)
+    except (ValueError, TypeError):
+        if "PUBLIC KEY" in pem:
+            raise ValueError("a public key was given where the private key is needed") from None
+        raise ValueError("not a PEM private key (or an encrypted one)") from None
+    if isinstance(parsed, rsa.RSAPrivateKey):
+        key_type = "RSA"
+    elif isinstance(parsed, ec.EllipticCurvePrivateKey) and parsed.curve.name == "secp256r1":
+        key_type = "EC"
+    elif isinstance(parsed, ed25519.Ed25519PrivateKey):
+        key_type = "OKP"
+    else:
+        raise ValueError("the key must be RSA, EC P-256 or Ed25519")
+    if alg is not None and KEY_TYPES[alg] != key_type:
+        raise ValueError(f"a {key_type} key cannot sign {alg} (set client.private_key_jwt_alg)")
+    importer: Any = import_key  # overloaded per literal key type; the type is known only here
+    return importer(pem.encode(), key_type)
 
 
 def apply(

@@ -7,6 +7,7 @@ is blanked, and the request's secrets never appear in it.
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -19,7 +20,14 @@ if TYPE_CHECKING:
     import httpx
 
 MAX_BODY_LOGGED = 512
-_SECRET_FIELDS = ("access_token", "refresh_token", "id_token")
+_SECRET_FIELDS = frozenset(
+    {"access_token", "refresh_token", "id_token", "client_secret", "password", "client_assertion"}
+)
+_SENT_SECRETS = frozenset({"client_secret", "password", "client_assertion"})
+_FORM_SECRET = re.compile(
+    r"\b(access_token|refresh_token|id_token|client_secret|password|client_assertion)=[^&\s]*"
+)
+_HEADER_SAFE = re.compile(r"[\x21-\x7e]+(?: [\x21-\x7e]+)*")
 
 
 class IdpError(Exception):
@@ -69,16 +77,23 @@ async def fetch_token(client: httpx.AsyncClient, request: TokenRequest) -> Issue
     except httpx.HTTPError as exc:
         raise IdpError("network", _one_line(exc)) from None
     body = response.content
+    sent = [v for k, v in form.items() if k in _SENT_SECRETS and v]
+    if "Authorization" in headers:
+        sent.append(headers["Authorization"].partition(" ")[2])
     if response.status_code >= 400:
-        raise IdpError("status", _safe_body(body), response.status_code)
+        raise IdpError("status", _safe_body(body, sent), response.status_code)
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError:
-        raise IdpError("not_json", _safe_body(body), response.status_code) from None
+        raise IdpError("not_json", _safe_body(body, sent), response.status_code) from None
     token = payload.get("access_token") if isinstance(payload, dict) else None
     if not isinstance(token, str) or not token:
-        raise IdpError("no_token", _safe_body(body), response.status_code)
+        raise IdpError("no_token", _safe_body(body, sent), response.status_code)
     token_type = payload.get("token_type")
+    if not _HEADER_SAFE.fullmatch(token) or (
+        isinstance(token_type, str) and token_type and not _HEADER_SAFE.fullmatch(token_type)
+    ):  # it goes into a header upstream: printable ASCII only
+        raise IdpError("no_token", "the access_token or token_type is not printable ASCII")
     expires_in = payload.get("expires_in")
     if isinstance(expires_in, str) and expires_in.isdigit():
         expires_in = int(expires_in)  # some IdPs send a string
@@ -94,12 +109,17 @@ def _one_line(exc: Exception) -> str:
     return (str(exc) or type(exc).__name__).splitlines()[0][:200]
 
 
-def _safe_body(body: bytes) -> str:
-    """The IdP's answer for a log line: token fields blanked, cut short."""
+def _safe_body(body: bytes, sent: list[str]) -> str:
+    """The IdP's answer for a log line: token and secret fields blanked (as JSON members or as
+    form fields), what this request sent as secrets blanked wherever it is echoed, cut short."""
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError:
-        return body[:MAX_BODY_LOGGED].decode("utf-8", "replace")
-    if isinstance(payload, dict):
-        payload = {k: ("[redacted]" if k in _SECRET_FIELDS else v) for k, v in payload.items()}
-    return orjson.dumps(payload)[:MAX_BODY_LOGGED].decode("utf-8", "replace")
+        text = _FORM_SECRET.sub(r"\1=[redacted]", body.decode("utf-8", "replace"))
+    else:
+        if isinstance(payload, dict):
+            payload = {k: "[redacted]" if k in _SECRET_FIELDS else v for k, v in payload.items()}
+        text = orjson.dumps(payload).decode()
+    for secret in sent:
+        text = text.replace(secret, "[redacted]")
+    return text[:MAX_BODY_LOGGED]

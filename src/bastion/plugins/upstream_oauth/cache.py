@@ -105,6 +105,7 @@ class TokenSource:
         self._pending: asyncio.Future[CachedToken] | None = None
         self._refreshing: asyncio.Task[None] | None = None
         self._owner = f"{uuid.uuid4()}"
+        self.bad: str | None = None  # the last purged token, while its store copy may linger
 
     async def header_value(self) -> str:
         token = self.current
@@ -119,6 +120,8 @@ class TokenSource:
 
     def purge(self) -> None:
         """Drop this node's copy (an upstream said the token is bad, or an operator asked)."""
+        if self.current is not None:
+            self.bad = self.current.header_value  # never taken back from the store
         self.current = None
 
     async def purge_shared(self) -> None:
@@ -179,7 +182,7 @@ class TokenSource:
         assert self.shared is not None
         data = await self.shared.get(NAMESPACE, self.key)
         token = CachedToken.from_json(data) if data is not None else None
-        if token is None or self.clock.time() >= token.expires_at:
+        if token is None or self.clock.time() >= token.expires_at or token.header_value == self.bad:
             return None
         if older_than is not None and token.fetched_at <= older_than.fetched_at:
             return None  # the copy we are renewing

@@ -23,7 +23,11 @@ from bastion.ops.logging import LOG
 from bastion.plugins.base import Plugin, PluginDeps, Step
 from bastion.plugins.upstream_oauth.cache import TokenSource, cache_key
 from bastion.plugins.upstream_oauth.purge import PurgeWatch
-from bastion.plugins.upstream_oauth.schema import ClientSettings, UpstreamOAuthConfig
+from bastion.plugins.upstream_oauth.schema import (
+    ClientSettings,
+    UpstreamOAuthConfig,
+    UpstreamOAuthInstance,
+)
 from bastion.store.base import Store, StoreUnavailable
 
 if TYPE_CHECKING:
@@ -78,13 +82,13 @@ class UpstreamOAuthStep(Step):
 class UpstreamOAuthPlugin(Plugin):
     NAME = "upstream-oauth"
     PRIORITY = 760  # Kong's
-    Config = UpstreamOAuthConfig
+    Config = UpstreamOAuthInstance
     Rule = UpstreamOAuthConfig
     USES_STORE = True  # purges reach every worker and node through it; the redis strategy
 
     def __init__(self, config: Model, deps: PluginDeps) -> None:
         super().__init__(config, deps)
-        self.sources: dict[tuple[str, str | None], TokenSource] = {}
+        self.sources: dict[tuple[object, ...], TokenSource] = {}
         self.clients: dict[ClientSettings, httpx.AsyncClient] = {}
         self.stores: dict[str, Store] = {}  # cache.redis URLs of their own
         self.tasks: set[object] = set()
@@ -92,17 +96,37 @@ class UpstreamOAuthPlugin(Plugin):
             PurgeWatch(deps.store, deps.clock, self.drop) if deps.store is not None else None
         )
 
+    @classmethod
+    def check_rule(
+        cls, instance: Model, rule: Model | None, *, instance_applies: bool
+    ) -> list[tuple[str, str]]:
+        assert isinstance(instance, UpstreamOAuthConfig)
+        if rule is None and instance_applies and instance.oauth is None:
+            return [("oauth", "required where the instance config applies (or use _rules_)")]
+        return []
+
     def bind(self, rule: Model) -> Step | None:
         assert isinstance(rule, UpstreamOAuthConfig)
+        if rule.oauth is None:
+            return None  # an instance config that only carries defaults for no one
         return UpstreamOAuthStep(self, rule)
 
     def source_for(self, config: UpstreamOAuthConfig) -> TokenSource:
-        """One source per (cache key, shared store): identical settings share one token."""
+        """One source per cache key and the settings of how it is fetched and kept: identical
+        settings share one token (and the store copy, keyed by the cache key alone)."""
+        assert config.oauth is not None
         key = cache_key(config.oauth)
         shared_url = None
         if config.cache.strategy == "redis":
             shared_url = config.cache.redis or "@gateway"
-        found = self.sources.get((key, shared_url))
+        identity = (
+            key,
+            shared_url,
+            config.client,
+            config.cache.eagerly_expire,
+            config.cache.default_ttl,
+        )
+        found = self.sources.get(identity)
         if found is not None:
             return found
         oauth, client = config.oauth, config.client
@@ -126,14 +150,15 @@ class UpstreamOAuthPlugin(Plugin):
             shared=self._shared_store(config), lock_lease=client.timeout / 1000 + 2.0,
             clock=self.deps.clock, metrics=self.deps.metrics,
         )  # fmt: skip
-        self.sources[(key, shared_url)] = source
+        self.sources[identity] = source
         return source
 
     def _credentials(self, config: UpstreamOAuthConfig) -> ClientCredentials:
         client, oauth = config.client, config.oauth
+        assert oauth is not None
         if client.auth_method == "private_key_jwt":
             try:
-                key = load_private_key(client.private_key or "")
+                key = load_private_key(client.private_key or "", client.private_key_jwt_alg)
             except ValueError as exc:
                 raise ConfigError([("client.private_key", str(exc))]) from None
             return ClientCredentials(
@@ -195,8 +220,8 @@ class UpstreamOAuthPlugin(Plugin):
 
     def drop(self, keys: list[str] | None) -> None:
         """A purge seen in the store: drop this node's copies of `keys` (None: all)."""
-        for (key, _), source in self.sources.items():
-            if keys is None or key in keys:
+        for source in self.sources.values():
+            if keys is None or source.key in keys:
                 source.purge()
 
     def spawn_purge_shared(self, source: TokenSource) -> None:

@@ -69,7 +69,7 @@ def route_scopes(config: Config, route: str | None) -> list[UpstreamOAuthConfig]
             candidates.append(rules.instance)
         if route is None:
             candidates.extend(rules.route_rules.values())
-    return [c for c in candidates if isinstance(c, UpstreamOAuthConfig)]
+    return [c for c in candidates if isinstance(c, UpstreamOAuthConfig) and c.oauth is not None]
 
 
 async def purge_under(config: Config, route: str | None, store: Store | None = None) -> int:

@@ -15,7 +15,18 @@ from pydantic import Field, field_validator, model_validator
 
 from bastion.config.fields import HeaderName
 from bastion.config.model import Model
+from bastion.errors import ConfigError
 from bastion.store.url import parse_store_url
+
+
+def _header_value(value: str, what: str) -> str:
+    if any(c in value for c in "\r\n\0"):
+        raise ValueError(f"{what}: a header value cannot contain CR, LF or NUL")
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        raise ValueError(f"{what}: a header value must be Latin-1 text") from None
+    return value
 
 
 class OAuthSettings(Model):
@@ -43,8 +54,7 @@ class OAuthSettings(Model):
     @classmethod
     def _values(cls, value: dict[str, str]) -> dict[str, str]:
         for name, text in value.items():
-            if any(c in text for c in "\r\n\0"):
-                raise ValueError(f"{name}: a header value cannot contain CR, LF or NUL")
+            _header_value(text, name)
         return value
 
     @model_validator(mode="after")
@@ -109,7 +119,10 @@ class CacheSettings(Model):
                 "upstream-oauth.md"
             )
         if isinstance(value, str):
-            parsed = parse_store_url(value, "cache.redis")
+            try:
+                parsed = parse_store_url(value, "cache.redis")
+            except ConfigError as exc:
+                raise ValueError(exc.problems[0][1]) from None
             if parsed.backend != "redis":
                 raise ValueError("must be a Redis URL")
         return value
@@ -137,9 +150,7 @@ class BehaviorSettings(Model):
     @field_validator("idp_error_response_content_type")
     @classmethod
     def _content_type(cls, value: str) -> str:
-        if any(c in value for c in "\r\n\0"):
-            raise ValueError("a header value cannot contain CR, LF or NUL")
-        return value
+        return _header_value(value, "the content type")
 
 
 class UpstreamOAuthConfig(Model):
@@ -151,6 +162,8 @@ class UpstreamOAuthConfig(Model):
     @model_validator(mode="after")
     def _client_auth(self) -> UpstreamOAuthConfig:
         method, oauth = self.client.auth_method, self.oauth
+        if oauth is None:
+            return self  # an instance config that only rules use (UpstreamOAuthInstance)
         if method != "none" and not oauth.client_id:
             raise ValueError(f"client.auth_method {method} needs oauth.client_id")
         if method.startswith("client_secret") and not oauth.client_secret:
@@ -158,3 +171,10 @@ class UpstreamOAuthConfig(Model):
         if method == "private_key_jwt" and not self.client.private_key:
             raise ValueError("client.auth_method private_key_jwt needs client.private_key")
         return self
+
+
+class UpstreamOAuthInstance(UpstreamOAuthConfig):
+    """The instance config (`plugins.upstream-oauth`): `oauth` may be left to the rules, as when a
+    Kong plugin sits on routes only; it is required where the instance config applies."""
+
+    oauth: OAuthSettings | None = None  # type: ignore[assignment]
