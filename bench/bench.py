@@ -3,7 +3,10 @@
 Run through `bench/run` (see bench/README.md). Every round starts each system under test (SUT) on
 core 0, sends one sanity GET through it, warms it up, measures it with wrk on core 1 and stops it
 by pid. The upstream (nginx, core 1) runs for the whole benchmark. The oauth scenarios (issue 5)
-run Bastion with the oauth plugin: a valid token, a wrongly signed one (401), token issuance.
+run Bastion with the oauth plugin: a valid token, a wrongly signed one (401), token issuance. The
+upstream-oauth scenarios (issue 6) run it with the upstream-oauth plugin fetching its token from
+the test IdP (tests/e2e/idp_app.py, core 1, started once when a scenario needs it), and count the
+IdP's token requests during each measured run.
 """
 
 from __future__ import annotations
@@ -31,10 +34,15 @@ from systems import (
     StopResult,
     find_nginx,
     forge,
+    idp_set_expires_in,
+    idp_token_requests,
     issue_token,
+    oauth_plugin,
     start_bastion,
+    start_idp,
     start_nginx,
     start_pyupstream,
+    upstream_oauth_plugin,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -42,6 +50,7 @@ OUT = HERE / "out"
 RESULTS = HERE / "RESULTS.md"
 MEASURED_PATH = "/bench?x=1"
 BUSY_WARNING = 0.3  # cores already busy before the benchmark that deserve a warning
+EAGERLY_EXPIRE_DEFAULT = 5  # the upstream-oauth plugin's cache.eagerly_expire default (Kong's)
 
 System = Literal["nginx-direct", "nginx-proxy", "bastion"]
 Token = Literal["valid", "invalid"]
@@ -59,6 +68,24 @@ class Scenario:
     token: Token | None = None  # every request carries `Authorization: Bearer` with this token
     path: str = MEASURED_PATH
     expect: int = 200  # the status every answer must have
+    upstream_oauth: bool = False  # the upstream-oauth plugin, its token from the test IdP
+    idp_expires_in: int = 3600  # the IdP's `expires_in` for this scenario's tokens
+    eagerly_expire: int | None = None  # upstream-oauth cache.eagerly_expire (None: default 5)
+
+    def plugins(self, idp_port: int | None) -> dict[str, object] | None:
+        """The scenario's `plugins:` section (None: proxying only)."""
+        if self.oauth:
+            return oauth_plugin()
+        if self.upstream_oauth:
+            assert idp_port is not None, "the upstream-oauth scenarios need the IdP"
+            return upstream_oauth_plugin(idp_port, self.eagerly_expire)
+        return None
+
+    @property
+    def token_ttl(self) -> int:
+        """Seconds the plugin keeps a token: expires_in - eagerly_expire, at least 1."""
+        eager = EAGERLY_EXPIRE_DEFAULT if self.eagerly_expire is None else self.eagerly_expire
+        return max(1, self.idp_expires_in - eager)
 
 
 SCENARIOS = (
@@ -71,6 +98,14 @@ SCENARIOS = (
     Scenario("bastion-oauth-valid", "bastion", oauth=True, token="valid"),
     Scenario("bastion-oauth-invalid", "bastion", oauth=True, token="invalid", expect=401),
     Scenario("bastion-oauth-issue", "bastion", oauth=True, path=TOKEN_PATH),
+    Scenario("bastion-upstream-oauth", "bastion", upstream_oauth=True),
+    Scenario(
+        "bastion-upstream-oauth-ttl2",
+        "bastion",
+        upstream_oauth=True,
+        idp_expires_in=2,
+        eagerly_expire=0,
+    ),
 )
 QUICK_SCENARIOS = tuple(s for s in SCENARIOS if s.name in ("bastion-1w", "bastion-oauth-invalid"))
 
@@ -115,6 +150,22 @@ class Options:
     keep_temp: bool
 
 
+@dataclass(frozen=True)
+class IdpCount:
+    """The IdP's token requests during one measured run of an upstream-oauth scenario."""
+
+    token_requests: int
+    expires_in: int  # what the IdP answered
+    ttl_s: int  # how long the plugin kept each token (expires_in - eagerly_expire)
+
+    def to_json(self) -> dict[str, int]:
+        return {
+            "token_requests": self.token_requests,
+            "expires_in": self.expires_in,
+            "ttl_s": self.ttl_s,
+        }
+
+
 @dataclass
 class Run:
     """One measured run (or the error that prevented it)."""
@@ -124,6 +175,7 @@ class Run:
     measurement: Measurement | None = None
     error: str | None = None
     stop: StopResult | None = None
+    idp: IdpCount | None = None
 
     def problem(self) -> str | None:
         """Why this run does not count as "every request got its expected status", or None."""
@@ -146,6 +198,7 @@ class Run:
             "error": self.error,
             "stop_s": round(self.stop.seconds, 2) if self.stop else None,
             "killed": self.stop.killed if self.stop else [],
+            "idp": self.idp.to_json() if self.idp else None,
         }
 
 
@@ -157,6 +210,7 @@ class Environment:
     placement: Placement
     upstream: Server
     generator: LoadGenerator
+    idp: Server | None = None  # the test IdP, when an upstream-oauth scenario runs
 
 
 def log(message: str) -> None:
@@ -175,7 +229,13 @@ def start_upstream(workdir: Path, placement: Placement, use_nginx: bool) -> Serv
     return start_pyupstream(workdir, "upstream", cpus=placement.load)
 
 
-def start_sut(scenario: Scenario, workdir: Path, placement: Placement, upstream: Server) -> Server:
+def start_sut(
+    scenario: Scenario,
+    workdir: Path,
+    placement: Placement,
+    upstream: Server,
+    idp: Server | None = None,
+) -> Server:
     cpus = placement.for_sut(scenario)
     if scenario.system == "nginx-direct":
         return start_nginx(workdir, scenario.name, scenario.workers, cpus)
@@ -188,16 +248,25 @@ def start_sut(scenario: Scenario, workdir: Path, placement: Placement, upstream:
         cpus,
         upstream.port,
         access_log=scenario.access_log,
-        oauth=scenario.oauth,
+        plugins=scenario.plugins(idp.port if idp else None),
     )
 
 
-def prepare(scenario: Scenario, sut: Server) -> Request:
+def prepare(scenario: Scenario, sut: Server, idp: Server | None = None) -> Request:
     """The scenario's sanity check, then what the load generator sends to the SUT.
 
     oauth: one token from the token endpoint; a sanity GET with it (or with it forged) must get the
     upstream's body (or the plugin's 401), and the load sends that same Authorization header.
+    upstream-oauth: the sanity GET must get the upstream's body and make the IdP's first token
+    request (the plugin fetched a token for it).
     """
+    if scenario.upstream_oauth:
+        assert idp is not None
+        before = idp_token_requests(idp)
+        sut.check_body()
+        if idp_token_requests(idp) == before:
+            raise sut.fail("the sanity GET was proxied without a token request to the IdP")
+        return Request(sut.url(scenario.path), expect=scenario.expect)
     if not scenario.oauth:
         sut.check_body()
         return Request(sut.url(scenario.path), expect=scenario.expect)
@@ -214,15 +283,19 @@ def run_scenario(scenario: Scenario, round_index: int, opts: Options, env: Envir
     """Start the SUT, sanity GET, warm up, measure, stop it by pid."""
     run = Run(scenario.name, round_index)
     workdir = env.tmp / f"r{round_index}"
+    idp = env.idp if scenario.upstream_oauth else None
     try:
-        sut = start_sut(scenario, workdir, env.placement, env.upstream)
+        if idp is not None:
+            idp_set_expires_in(idp, scenario.idp_expires_in)
+        sut = start_sut(scenario, workdir, env.placement, env.upstream, idp)
     except (RuntimeError, OSError) as exc:
         run.error = f"could not start: {exc}"
         return run
     try:
-        request = prepare(scenario, sut)
+        request = prepare(scenario, sut, idp)
         if opts.warmup > 0:
             run_load(env.generator, request, opts.warmup, env.placement.load)
+        idp_before = idp_token_requests(idp) if idp else 0
         run.measurement = measure(
             env.generator,
             request,
@@ -231,6 +304,9 @@ def run_scenario(scenario: Scenario, round_index: int, opts: Options, env: Envir
             sut_pid=sut.pid,
             upstream_pid=env.upstream.pid,
         )
+        if idp is not None:
+            requests = idp_token_requests(idp) - idp_before
+            run.idp = IdpCount(requests, scenario.idp_expires_in, scenario.token_ttl)
     except (RuntimeError, OSError, ValueError) as exc:
         run.error = str(exc)
     finally:
@@ -246,26 +322,32 @@ def describe_run(run: Run, rounds: int) -> str:
         return f"{prefix} FAILED: {run.error}"
     m = run.measurement
     stop = f"  stop {run.stop.seconds:.1f} s" if run.stop else ""
+    idp = f"  IdP requests {run.idp.token_requests}" if run.idp else ""
     return (
         f"{prefix} {m.load.requests_per_s:>9,.0f} req/s  p50 {m.load.p50_ms:6.2f} ms  "
         f"p99 {m.load.p99_ms:6.2f} ms  SUT {m.sut_cores:.2f} cores  "
-        f"RSS {m.sut.rss_list()} MB  errors {m.load.errors}{stop}"
+        f"RSS {m.sut.rss_list()} MB  errors {m.load.errors}{stop}{idp}"
     )
 
 
 def run_rounds(opts: Options, tmp: Path, use_nginx: bool, generator: LoadGenerator) -> list[Run]:
     placement = Placement.detect()
     upstream = start_upstream(tmp, placement, use_nginx)
+    idp: Server | None = None
     runs: list[Run] = []
     try:
         upstream.check_body()
-        env = Environment(tmp, placement, upstream, generator)
+        if any(s.upstream_oauth for s in opts.scenarios):
+            idp = start_idp(tmp, placement.load)  # beside the upstream, on the load core
+        env = Environment(tmp, placement, upstream, generator, idp)
         for round_index in range(opts.rounds):
             for scenario in rotated(opts.scenarios, round_index):
                 run = run_scenario(scenario, round_index, opts, env)
                 log(describe_run(run, opts.rounds))
                 runs.append(run)
     finally:
+        if idp is not None:
+            idp.stop()
         upstream.stop()
     return runs
 

@@ -32,6 +32,12 @@ OAUTH = {  # issue 5 point 7: what each oauth scenario sends, and the status it 
     "bastion-oauth-invalid": "`GET /bench?x=1` with a wrongly signed token: 401, not proxied",
     "bastion-oauth-issue": "`GET /oauth2/token?grant_type=client_credentials&…`: 200, a new token",
 }
+UPSTREAM_OAUTH = {  # issue 6 point 6: the upstream-oauth plugin, its token from the test IdP
+    "bastion-upstream-oauth": "token cached (IdP `expires_in` 3600): 200, proxied with it",
+    "bastion-upstream-oauth-ttl2": "IdP `expires_in` 2, `eagerly_expire: 0`: renewed every ~1.5 s",
+}
+REFRESH_AT = 0.75  # the plugin renews a token in the background past 3/4 of its TTL
+STAMPEDE_FACTOR = 2.0  # IdP requests above this many times the refresh-ahead count are flagged
 
 Run = dict[str, Any]
 
@@ -219,6 +225,7 @@ def scenarios_in(runs: list[Run]) -> list[str]:
                 "nginx-proxy-2w",
                 "bastion-2w",
                 *OAUTH,
+                *UPSTREAM_OAUTH,
             ]
         )
     }
@@ -338,6 +345,14 @@ def headline(runs: list[Run]) -> list[str]:
             + ", ".join(f"`{name}` {ratio_text(ratios)}x" for name, ratios in oauth if ratios)
             + " (see its section)."
         )
+    upstream = [(name, same_round_ratios(runs, name, PROXY_ONLY)) for name in UPSTREAM_OAUTH]
+    if any(ratios for _, ratios in upstream):
+        lines.append(
+            "- upstream-oauth plugin (issue 6), req/s ÷ `bastion-1w` same round: "
+            + ", ".join(f"`{name}` {ratio_text(ratios)}x" for name, ratios in upstream if ratios)
+            + (f"; {idp_headline(runs)}" if idp_headline(runs) else "")
+            + " (see its section)."
+        )
     two = same_round_ratios(runs, "bastion-2w", "bastion-1w")
     two_ref = same_round_ratios(runs, "bastion-2w", "nginx-proxy-2w")
     if two:
@@ -378,6 +393,20 @@ def checks(runs: list[Run], info: dict[str, Any]) -> list[str]:
                 f"- {where}: the SUT used only {m['sut_cores']:.2f} of its core: it was "
                 "not the bottleneck (load side saturated, or noise)."
             )
+        idp = idp_figures(run)
+        if (
+            idp
+            and idp["ttl_s"] < idp["duration_s"]
+            and (
+                idp["idp_requests"] == 0
+                or idp["idp_requests"] > STAMPEDE_FACTOR * idp["refresh_ahead"] + 1
+            )
+        ):
+            lines.append(
+                f"- {where}: {idp['idp_requests']} IdP token requests in "
+                f"{idp['duration_s']:.1f} s with a {idp['ttl_s']} s token (refresh ahead "
+                f"expects {idp['refresh_ahead']:.1f}): renewal is broken or stampeding."
+            )
         if m["foreign_cores"] > FOREIGN_NOISE or m["steal_cores"] > FOREIGN_NOISE:
             lines.append(
                 f"- {where}: processes outside the benchmark used {m['foreign_cores']:.2f} "
@@ -390,8 +419,15 @@ def checks(runs: list[Run], info: dict[str, Any]) -> list[str]:
 
 
 def oauth_rows(runs: list[Run], references: list[str]) -> list[list[str]]:
+    return plugin_rows(runs, references, OAUTH)
+
+
+def plugin_rows(
+    runs: list[Run], references: list[str], scenarios: dict[str, str]
+) -> list[list[str]]:
+    """One row per plugin scenario that ran: req/s, latency, same-round ratios, CPU, RSS."""
     rows = []
-    for name, what in OAUTH.items():
+    for name, what in scenarios.items():
         done = measured(runs, name)
         if not done:
             continue
@@ -451,11 +487,147 @@ def oauth_section(runs: list[Run]) -> list[str]:
     ]
 
 
+def idp_figures(run: Run) -> dict[str, Any] | None:
+    """IdP token requests during one measured upstream-oauth run, against the client requests,
+    the ideal (one per token lifetime) and what refresh ahead gives (one per 3/4 lifetime)."""
+    idp, m = run.get("idp"), run["measurement"]
+    if not idp or not m:
+        return None
+    requests = int(m["load"]["requests"])
+    duration = float(m["duration_s"])
+    ttl = int(idp["ttl_s"])
+    per_1000 = idp["token_requests"] * 1000 / requests if requests else 0.0
+    return {
+        "client_requests": requests,
+        "idp_requests": int(idp["token_requests"]),
+        "per_1000": per_1000,
+        "duration_s": duration,
+        "expires_in": int(idp["expires_in"]),
+        "ttl_s": ttl,
+        "ideal": duration / ttl,
+        "ideal_per_1000": duration / ttl * 1000 / requests if requests else 0.0,
+        "refresh_ahead": duration / (REFRESH_AT * ttl),
+    }
+
+
+def _per_1000(value: float) -> str:
+    return f"{value:.4f}" if value < 0.1 else f"{value:.2f}"
+
+
+def idp_rows(runs: list[Run]) -> list[list[str]]:
+    """Per run, then the total over rounds, of each upstream-oauth scenario with a short TTL (one
+    that expires during the run); cached-token runs get one total row."""
+    rows = []
+    for name in UPSTREAM_OAUTH:
+        figures = [(r, f) for r in measured(runs, name) if (f := idp_figures(r))]
+        if not figures:
+            continue
+        parts = [(f"round {r['round'] + 1}", [f]) for r, f in figures] if len(figures) > 1 else []
+        for label, group in [*parts, ("all rounds", [f for _, f in figures])]:
+            client = sum(f["client_requests"] for f in group)
+            idp = sum(f["idp_requests"] for f in group)
+            duration = sum(f["duration_s"] for f in group)
+            ttl = group[0]["ttl_s"]
+            rows.append(
+                [
+                    name,
+                    label,
+                    f"{group[0]['expires_in']} / {ttl}",
+                    f"{duration:.1f}",
+                    f"{client:,}",
+                    str(idp),
+                    _per_1000(idp * 1000 / client if client else 0.0),
+                    f"{duration / ttl:.1f}",
+                    _per_1000(duration / ttl * 1000 / client if client else 0.0),
+                    f"{duration / (REFRESH_AT * ttl):.1f}",
+                ]
+            )
+    return rows
+
+
+def idp_headline(runs: list[Run]) -> str:
+    """`N IdP requests per 1,000 client requests (ideal M)` for the short-TTL scenario."""
+    name = "bastion-upstream-oauth-ttl2"
+    figures = [f for r in measured(runs, name) if (f := idp_figures(r))]
+    client = sum(f["client_requests"] for f in figures)
+    if not client:
+        return ""
+    idp = sum(f["idp_requests"] for f in figures)
+    ideal = sum(f["ideal"] for f in figures)
+    return (
+        f"`{name}`: {idp} IdP requests for {client:,} client requests "
+        f"({_per_1000(idp * 1000 / client)} per 1,000; one per expiry would be {ideal:.1f})"
+    )
+
+
+def upstream_oauth_section(runs: list[Run]) -> list[str]:
+    """Issue 6 point 6: a route with a cached upstream token as a ratio to proxying alone in the
+    same round, and the IdP's token requests per 1,000 client requests with a 2 s token."""
+    references = [ref for ref in (PROXY_ONLY, "nginx-proxy") if measured(runs, ref)]
+    rows = plugin_rows(runs, references, UPSTREAM_OAUTH)
+    if not rows:
+        return []
+    return [
+        "## upstream-oauth plugin (issue 6)",
+        "",
+        "Bastion, 1 worker, pinned like `bastion-1w`, same upstream and wrk settings, with the "
+        "upstream-oauth plugin on every route (its instance config: `token_endpoint` the test "
+        "IdP `tests/e2e/idp_app.py`, client_secret_post as `post-client`; store a SQLite file). "
+        "The IdP is one process for the whole run, on the load core beside the upstream; before "
+        "each run its `expires_in` is set for the scenario, and the sanity GET must make its first "
+        "token request. Clients send no credentials; every answer must be a 200 proxied with the "
+        "IdP's token. Ratios: req/s ÷ the reference's req/s in the same round, median (min-max); "
+        "`x bastion-1w per CPU-s` does the same with req per SUT CPU-second.",
+        "",
+        *table(
+            [
+                "config",
+                "token: expected answer",
+                "req/s median (min-max)",
+                "p50 ms",
+                "p99 ms",
+                *[f"x {ref}" for ref in references],
+                "SUT cores",
+                "x bastion-1w per CPU-s",
+                "peak RSS MB",
+                "errors",
+            ],
+            rows,
+            "llrrr" + "r" * len(references) + "rrlr",
+        ),
+        "",
+        "**IdP token requests during the measured runs** (read from the IdP's `/stats` before and "
+        "after each one; warm-up and sanity GET excluded). TTL: how long the plugin keeps a token, "
+        "`expires_in - eagerly_expire`. Ideal: one request per token lifetime (run seconds ÷ "
+        "TTL). Refresh ahead: the plugin renews in the background once 3/4 of the TTL has passed, "
+        "so a healthy count is run seconds ÷ (0.75 * TTL); a stampede (every connection that "
+        "finds the token expired asking the IdP) would be up to 64 per expiry.",
+        "",
+        *table(
+            [
+                "config",
+                "run",
+                "expires_in / TTL s",
+                "seconds",
+                "client requests",
+                "IdP requests",
+                "IdP per 1,000 client req",
+                "ideal (1 per TTL)",
+                "ideal per 1,000",
+                "refresh ahead (1 per 0.75 TTL)",
+            ],
+            idp_rows(runs),
+            "llrrrrrrrr",
+        ),
+        "",
+    ]
+
+
 def render(data: dict[str, Any]) -> str:
     info, runs = data["info"], data["runs"]
     opts, machine, versions = info["options"], info["machine"], info["versions"]
     references = [ref for ref in REFERENCES if measured(runs, ref)]
-    oauth_present = any(measured(runs, name) for name in OAUTH)
+    plugins = any(measured(runs, name) for name in (*OAUTH, *UPSTREAM_OAUTH))
     started = info["started"].replace("T", " ").replace("+00:00", " UTC")
     out = [
         "# Bastion benchmark results",
@@ -484,7 +656,7 @@ def render(data: dict[str, Any]) -> str:
         f"-c{opts['connections']} -d{opts['duration_s']:g}s --latency "
         f"http://127.0.0.1:PORT{opts['path']}`, then stop the SUT by pid. {opts['rounds']} "
         "interleaved rounds (each round starts one config later)."
-        + (" The oauth configs differ: see their section." if oauth_present else ""),
+        + (" The oauth and upstream-oauth configs differ: see their sections." if plugins else ""),
         "",
         f"## Results (median over {opts['rounds']} round(s))",
         "",
@@ -514,6 +686,7 @@ def render(data: dict[str, Any]) -> str:
         ),
         "",
         *oauth_section(runs),
+        *upstream_oauth_section(runs),
         "## Per round (raw)",
         "",
         'non-2xx: as wrk counts them ("unexpected": answers other than the expected status, '

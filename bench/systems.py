@@ -20,6 +20,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 import yaml
@@ -39,6 +40,9 @@ TOKEN_PATH = (
     f"&client_id={OAUTH_CLIENT_ID}&client_secret={OAUTH_CLIENT_SECRET}"
 )
 INVALID_TOKEN_BODY = b"Invalid Jwt token"  # the oauth plugin's 401 body
+IDP_APP = ROOT / "tests" / "e2e" / "idp_app.py"  # the test IdP (issue 6): POST /token, /stats
+IDP_CLIENT_ID = "post-client"  # one of idp_app.DEFAULT_CLIENTS (client_secret_post)
+IDP_CLIENT_SECRET = "post-secret"
 
 
 def find_nginx() -> str | None:
@@ -68,13 +72,19 @@ def log_tail(path: Path, lines: int = 20) -> str:
 
 
 def fetch(
-    port: int, path: str = "/", headers: tuple[str, ...] = (), timeout: float = 5.0
+    port: int,
+    path: str = "/",
+    headers: tuple[str, ...] = (),
+    timeout: float = 5.0,
+    method: str = "GET",
+    body: bytes | None = None,
 ) -> tuple[int, bytes]:
-    """One GET on 127.0.0.1:`port` with `headers` ("Name: value"); (status, body)."""
+    """One request (a GET by default) on 127.0.0.1:`port` with `headers` ("Name: value");
+    (status, body)."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         fields = {name: value for name, _, value in (h.partition(": ") for h in headers)}
-        conn.request("GET", path, headers=fields)
+        conn.request(method, path, body=body, headers=fields)
         response = conn.getresponse()
         return response.status, response.read()
     finally:
@@ -297,19 +307,40 @@ def oauth_plugin() -> dict[str, object]:
     return {"oauth": {"global_auth": True, "consumers": [consumer]}}
 
 
+def upstream_oauth_plugin(idp_port: int, eagerly_expire: int | None = None) -> dict[str, object]:
+    """The upstream-oauth plugin on every route (its instance config), fetching from the test IdP
+    with client_secret_post; `eagerly_expire` None keeps the plugin's default (5 s)."""
+    config: dict[str, object] = {
+        "oauth": {
+            "token_endpoint": f"http://127.0.0.1:{idp_port}/token",
+            "client_id": IDP_CLIENT_ID,
+            "client_secret": IDP_CLIENT_SECRET,
+        }
+    }
+    if eagerly_expire is not None:
+        config["cache"] = {"eagerly_expire": eagerly_expire}
+    return {"upstream-oauth": config}
+
+
 def bastion_config(
-    port: int, upstream_port: int, access_log: bool, oauth_store: Path | None = None
+    port: int,
+    upstream_port: int,
+    access_log: bool,
+    store: Path | None = None,
+    plugins: dict[str, object] | None = None,
 ) -> dict[str, object]:
-    """One service, one catch-all route; with `oauth_store` (a SQLite file), the oauth plugin."""
+    """One service, one catch-all route; with `plugins`, those plugins and `store` (a SQLite
+    file) as the gateway's store."""
     config: dict[str, object] = {
         "listen": f"127.0.0.1:{port}",
         "access_log": access_log,
         "services": [{"name": "upstream", "url": f"http://127.0.0.1:{upstream_port}"}],
         "routes": [{"name": "all", "path": "/", "service": "upstream"}],
     }
-    if oauth_store is not None:
-        config["store"] = f"sqlite:///{oauth_store}"
-        config["plugins"] = oauth_plugin()
+    if store is not None:
+        config["store"] = f"sqlite:///{store}"
+    if plugins:
+        config["plugins"] = plugins
     return config
 
 
@@ -320,20 +351,20 @@ def start_bastion(
     cpus: str | None,
     upstream_port: int,
     access_log: bool,
-    oauth: bool = False,
+    plugins: dict[str, object] | None = None,
 ) -> Server:
     """`bastion run -c CONFIG --workers N` in its own temp dir; ready when /healthz answers 200.
 
-    With `oauth`, the config has the oauth plugin and its store is a SQLite file in that dir.
+    With `plugins` (oauth_plugin(), upstream_oauth_plugin()), the config has them and its store
+    is a SQLite file in that dir.
     """
     cwd = workdir / name
     cwd.mkdir(parents=True)
     port = free_port()
     config_path = cwd / "bastion.yaml"
-    store = cwd / "bench.db" if oauth else None
-    config_path.write_text(
-        yaml.safe_dump(bastion_config(port, upstream_port, access_log, store), sort_keys=False)
-    )
+    store = cwd / "bench.db" if plugins else None
+    config = bastion_config(port, upstream_port, access_log, store, plugins)
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     command = [
         *pinned(cpus),
         str(bastion_executable()),
@@ -369,6 +400,41 @@ def forge(token: str) -> str:
     key = b"not-" + OAUTH_CLIENT_SECRET.encode()
     mac = hmac.new(key, signing_input.encode(), hashlib.sha256).digest()
     return f"{signing_input}.{base64.urlsafe_b64encode(mac).rstrip(b'=').decode()}"
+
+
+# --- the test IdP (upstream-oauth) ------------------------------------------------------------
+
+
+def start_idp(workdir: Path, cpus: str | None) -> Server:
+    """tests/e2e/idp_app.py as a process on a free port; ready when GET /control answers 200."""
+    cwd = workdir / "idp"
+    cwd.mkdir(parents=True)
+    port = free_port()
+    command = [*pinned(cpus), sys.executable, str(IDP_APP), "--port", str(port)]
+    return _started(spawn("idp", command, cwd, port), ready="/control")
+
+
+def _idp_call(idp: Server, method: str, path: str, data: object = None) -> dict[str, Any]:
+    body = None if data is None else json.dumps(data).encode()
+    headers = ("Content-Type: application/json",) if body is not None else ()
+    try:
+        status, answer = fetch(idp.port, path, headers, method=method, body=body)
+    except OSError as exc:
+        raise idp.fail(f"{method} {path} failed: {exc}") from None
+    if status != 200:
+        raise idp.fail(f"{method} {path} returned {status} {answer[:200]!r}")
+    result: dict[str, Any] = json.loads(answer)
+    return result
+
+
+def idp_set_expires_in(idp: Server, seconds: int) -> None:
+    """The `expires_in` of every token the IdP issues from now on."""
+    _idp_call(idp, "POST", "/control", {"expires_in": seconds})
+
+
+def idp_token_requests(idp: Server) -> int:
+    """How many requests reached the IdP's /token since it started (whatever their outcome)."""
+    return int(_idp_call(idp, "GET", "/stats")["token_requests"])
 
 
 # --- Python upstream (quick mode without nginx) ------------------------------------------------

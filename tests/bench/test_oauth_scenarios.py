@@ -13,7 +13,7 @@ sys.path.insert(0, str(BENCH))
 
 import report  # noqa: E402
 from measure import LoadGenerator, Request, parse_wrk  # noqa: E402
-from systems import OAUTH_CLIENT_SECRET, bastion_config, forge  # noqa: E402
+from systems import OAUTH_CLIENT_SECRET, bastion_config, forge, oauth_plugin  # noqa: E402
 
 import bench  # noqa: E402
 
@@ -55,11 +55,13 @@ def test_the_forged_token_is_well_formed_and_wrongly_signed() -> None:
 
 
 def test_the_oauth_config_variant(tmp_path: Path) -> None:
-    config = bastion_config(1, 2, access_log=False, oauth_store=tmp_path / "bench.db")
+    config = bastion_config(1, 2, False, store=tmp_path / "bench.db", plugins=oauth_plugin())
     assert config["store"] == f"sqlite:///{tmp_path}/bench.db"
     oauth = config["plugins"]["oauth"]  # type: ignore[index]
     assert oauth["global_auth"] is True and len(oauth["consumers"][0]["client_secret"]) >= 32
     assert "plugins" not in bastion_config(1, 2, access_log=False)
+    valid = next(s for s in bench.SCENARIOS if s.name == "bastion-oauth-valid")
+    assert valid.plugins(None) == oauth_plugin()
 
 
 def test_the_oauth_scenarios_are_one_worker_and_in_quick_mode_stays_small() -> None:

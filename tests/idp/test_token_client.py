@@ -143,7 +143,7 @@ def test_the_idps_token_type_casing_is_kept(token_type: str) -> None:
         (3600, 3600.0),
         (90.5, 90.5),
         ("120", 120.0),
-        (0, None),
+        (0, 0.0),  # sent: the caller gives it the shortest TTL
         (-5, None),
         (-0.5, None),
         ("soon", None),

@@ -162,7 +162,13 @@ def _route_chains(
             if config is None:
                 continue
             if id(config) not in cache:  # one Step per config, shared by the routes it serves
-                cache[id(config)] = plugin.bind(config)
+                try:
+                    cache[id(config)] = plugin.bind(config)
+                except ConfigError as exc:  # bind's paths are relative to the plugin's section
+                    base = f"plugins.{name}"
+                    raise ConfigError(
+                        [(f"{base}.{p}" if p else base, m) for p, m in exc.problems]
+                    ) from None
             step = cache[id(config)]
             if step is not None:
                 steps.append((plugin.PRIORITY, name, step))
@@ -232,7 +238,14 @@ async def build_runtime(
     pools = {s.name: UpstreamPool(s, loop) for s in config.services}
     routes: list[RouteSpec[RouteRuntime]] = []
     for route in config.routes:
-        chains, default = _route_chains(route.name, bound)
+        try:
+            chains, default = _route_chains(route.name, bound)
+        except ConfigError:
+            for plugin in plugins:
+                await plugin.aclose()
+            if store is not None and store_url != config.store:
+                await store.aclose()
+            raise
         limits = route.limits or config.limits
         runtime_route = RouteRuntime(
             route.name, pools[route.service], limits.max_request_body, route.preserve_host,

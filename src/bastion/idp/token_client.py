@@ -100,7 +100,8 @@ async def fetch_token(client: httpx.AsyncClient, request: TokenRequest) -> Issue
     return IssuedToken(
         token,
         token_type if isinstance(token_type, str) and token_type else "Bearer",
-        float(expires_in) if isinstance(expires_in, int | float) and expires_in > 0 else None,
+        # 0 is a number too: the shortest TTL, never default_ttl
+        float(expires_in) if isinstance(expires_in, int | float) and expires_in >= 0 else None,
         time.time(),
     )
 

@@ -233,7 +233,7 @@ def store(tmp_path: Path, clock: FakeClock) -> Iterator[SqliteStore]:
         (5, 5, MIN_TTL),
         (3, 5, MIN_TTL),
         (None, 5, 3600.0),
-        (0, 5, 3600.0),
+        (0, 5, MIN_TTL),  # 0 is sent: the shortest TTL, not default_ttl
         (-10, 5, 3600.0),
         ("200", 5, 195.0),
     ],

@@ -184,7 +184,18 @@ def test_auth_method_none_needs_no_client_id() -> None:
 
 
 def test_private_key_from_a_file(tmp_path: Path) -> None:
-    pem = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIA==\n-----END PRIVATE KEY-----\n"
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    pem = (
+        rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        .private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        .decode()
+    )  # an RSA key: private_key_jwt_alg defaults to RS256
     (tmp_path / "key.pem").write_text(pem)
     section = config(
         oauth={"client_secret": None},

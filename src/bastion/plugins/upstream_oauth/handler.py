@@ -22,7 +22,7 @@ from bastion.idp.token_client import IdpError, TokenRequest
 from bastion.ops.logging import LOG
 from bastion.plugins.base import Plugin, PluginDeps, Step
 from bastion.plugins.upstream_oauth.cache import TokenSource, cache_key
-from bastion.plugins.upstream_oauth.purge import PurgeWatch
+from bastion.plugins.upstream_oauth.purge import PurgeWatch, publish_purge
 from bastion.plugins.upstream_oauth.schema import (
     ClientSettings,
     UpstreamOAuthConfig,
@@ -101,9 +101,23 @@ class UpstreamOAuthPlugin(Plugin):
         cls, instance: Model, rule: Model | None, *, instance_applies: bool
     ) -> list[tuple[str, str]]:
         assert isinstance(instance, UpstreamOAuthConfig)
+        section = instance if rule is None else rule
+        assert isinstance(section, UpstreamOAuthConfig)
         if rule is None and instance_applies and instance.oauth is None:
             return [("oauth", "required where the instance config applies (or use _rules_)")]
-        return []
+        problems: list[tuple[str, str]] = []
+        client = section.client
+        if client.auth_method == "private_key_jwt" and client.private_key:
+            try:
+                load_private_key(client.private_key, client.private_key_jwt_alg)
+            except ValueError as exc:
+                problems.append(("client.private_key", str(exc)))
+        if client.ssl_ca_file:
+            try:
+                ssl.create_default_context(cafile=client.ssl_ca_file)
+            except (OSError, ssl.SSLError) as exc:
+                problems.append(("client.ssl_ca_file", f"cannot load: {exc}"))
+        return problems
 
     def bind(self, rule: Model) -> Step | None:
         assert isinstance(rule, UpstreamOAuthConfig)
@@ -225,11 +239,18 @@ class UpstreamOAuthPlugin(Plugin):
                 source.purge()
 
     def spawn_purge_shared(self, source: TokenSource) -> None:
+        """An upstream refused the token: delete the shared copy and tell the other nodes, which
+        would otherwise go on sending the refused token from their own memory."""
         if source.shared is None:
             return
         import asyncio
 
-        task = asyncio.ensure_future(source.purge_shared())
+        async def purge() -> None:
+            await source.purge_shared()
+            if self.deps.store is not None:
+                await publish_purge(self.deps.store, [source.key])
+
+        task = asyncio.ensure_future(purge())
         self.tasks.add(task)
 
         def done(t: asyncio.Future[None]) -> None:
