@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -13,11 +11,9 @@ from typing import TypeVar
 import click
 
 from bastion.cli.run import CONFIG_OPTION
-from bastion.config.loader import load_config
+from bastion.cli.store_command import fail, load_or_exit, with_store
 from bastion.config.model import Config
-from bastion.errors import ConfigError
-from bastion.store.base import Store, StoreUnavailable
-from bastion.store.url import redacted
+from bastion.store.base import Store
 
 T = TypeVar("T")
 
@@ -34,30 +30,11 @@ def _signing_algs(config: Config) -> list[str]:
 
 
 def _with_store(config_path: Path, work: Callable[[Config, list[str], Store], Awaitable[T]]) -> T:
-    from bastion.store.factory import open_store
-
-    try:
-        config = load_config(config_path)
-    except ConfigError as exc:
-        click.echo(exc.render(), err=True)
-        sys.exit(1)
+    config = load_or_exit(config_path)
     algs = _signing_algs(config)
     if not algs:
-        click.echo("the config signs no tokens with gateway keys (plugins.oauth.signing)", err=True)
-        sys.exit(1)
-
-    async def run() -> T:
-        store = await open_store(config.store)
-        try:
-            return await work(config, algs, store)
-        finally:
-            await store.aclose()
-
-    try:
-        return asyncio.run(run())
-    except StoreUnavailable as exc:
-        click.echo(f"store {redacted(config.store)}: unreachable: {exc}", err=True)
-        sys.exit(1)
+        fail("the config signs no tokens with gateway keys (plugins.oauth.signing)")
+    return with_store(config, lambda store: work(config, algs, store))
 
 
 def _when(stamp: float) -> str:

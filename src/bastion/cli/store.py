@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import sys
 from pathlib import Path
 
 import click
 
 from bastion.cli.run import CONFIG_OPTION
-from bastion.config.loader import load_config
-from bastion.errors import ConfigError
-from bastion.store.base import StoreUnavailable
+from bastion.cli.store_command import load_or_exit, with_store
+from bastion.store.base import Store
 from bastion.store.url import redacted
 
 
@@ -26,27 +23,14 @@ def store() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def check(config_path: Path, as_json: bool) -> None:
     """Connect to the config's store and time a round trip; exit 1 when it is unreachable."""
-    from bastion.store.factory import open_store
+    config = load_or_exit(config_path)
+    url = config.store
 
-    try:
-        url = load_config(config_path).store
-    except ConfigError as exc:
-        click.echo(exc.render(), err=True)
-        sys.exit(1)
+    async def probe(store: Store) -> tuple[str, str, float]:
+        version, seconds = await store.check()
+        return store.backend, version, seconds
 
-    async def probe() -> tuple[str, str, float]:
-        store = await open_store(url)
-        try:
-            version, seconds = await store.check()
-            return store.backend, version, seconds
-        finally:
-            await store.aclose()
-
-    try:
-        backend, version, seconds = asyncio.run(probe())
-    except (StoreUnavailable, ConfigError) as exc:
-        click.echo(f"store {redacted(url)}: unreachable: {exc}", err=True)
-        sys.exit(1)
+    backend, version, seconds = with_store(config, probe)
     result = {
         "store": redacted(url), "backend": backend, "version": version,
         "round_trip_ms": round(seconds * 1000, 3),

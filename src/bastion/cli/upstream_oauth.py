@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import sys
 from pathlib import Path
 
 import click
 
 from bastion.cli.run import CONFIG_OPTION
-from bastion.config.loader import load_config
-from bastion.errors import ConfigError
-from bastion.store.base import StoreUnavailable
-from bastion.store.url import redacted
+from bastion.cli.store_command import load_or_exit, run_or_exit
 
 
 @click.group("upstream-oauth")
@@ -29,19 +24,8 @@ def purge(config_path: Path, route: str | None, as_json: bool) -> None:
     """Drop cached tokens; running gateways fetch new ones on their next request."""
     from bastion.plugins.upstream_oauth.purge import purge_under
 
-    try:
-        config = load_config(config_path)
-    except ConfigError as exc:
-        click.echo(exc.render(), err=True)
-        sys.exit(1)
-    try:
-        count = asyncio.run(purge_under(config, route))
-    except ValueError as exc:
-        click.echo(str(exc), err=True)
-        sys.exit(1)
-    except StoreUnavailable as exc:
-        click.echo(f"store {redacted(config.store)}: unreachable: {exc}", err=True)
-        sys.exit(1)
+    config = load_or_exit(config_path)
+    count = run_or_exit(config, lambda: purge_under(config, route))
     if as_json:
         click.echo(json.dumps({"route": route, "cache_keys": count}))
     else:
