@@ -467,22 +467,7 @@ def oauth_section(runs: list[Run]) -> list[str]:
         "the same with req per SUT CPU-second, the CPU cost of a request relative to proxying "
         "alone, which is the figure to trust when other processes took CPU (see Automatic checks).",
         "",
-        *table(
-            [
-                "config",
-                "request: expected answer",
-                "req/s median (min-max)",
-                "p50 ms",
-                "p99 ms",
-                *[f"x {ref}" for ref in references],
-                "SUT cores",
-                "x bastion-1w per CPU-s",
-                "peak RSS MB",
-                "errors",
-            ],
-            rows,
-            "llrrr" + "r" * len(references) + "rrlr",
-        ),
+        *plugin_table("request: expected answer", references, rows),
         "",
     ]
 
@@ -579,22 +564,7 @@ def upstream_oauth_section(runs: list[Run]) -> list[str]:
         "IdP's token. Ratios: req/s ÷ the reference's req/s in the same round, median (min-max); "
         "`x bastion-1w per CPU-s` does the same with req per SUT CPU-second.",
         "",
-        *table(
-            [
-                "config",
-                "token: expected answer",
-                "req/s median (min-max)",
-                "p50 ms",
-                "p99 ms",
-                *[f"x {ref}" for ref in references],
-                "SUT cores",
-                "x bastion-1w per CPU-s",
-                "peak RSS MB",
-                "errors",
-            ],
-            rows,
-            "llrrr" + "r" * len(references) + "rrlr",
-        ),
+        *plugin_table("token: expected answer", references, rows),
         "",
         "**IdP token requests during the measured runs** (read from the IdP's `/stats` before and "
         "after each one; warm-up and sanity GET excluded). TTL: how long the plugin keeps a token, "
@@ -734,3 +704,16 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def plugin_table(second: str, references: list[str], rows: list[list[str]]) -> list[str]:
+    """The table of a plugin section: one row per plugin config, ratios to each reference."""
+    return table(
+        [
+            "config", second, "req/s median (min-max)", "p50 ms", "p99 ms",
+            *[f"x {ref}" for ref in references],
+            "SUT cores", "x bastion-1w per CPU-s", "peak RSS MB", "errors",
+        ],
+        rows,
+        "llrrr" + "r" * len(references) + "rrlr",
+    )  # fmt: skip
