@@ -20,6 +20,7 @@ from bastion.gateway.forwarding import connection_tokens, request_id, upstream_h
 from bastion.gateway.responses import (
     NO_ROUTE,
     RESPONSE_DROPPED,
+    Response,
     header_lines,
     json_error,
     json_response,
@@ -27,6 +28,7 @@ from bastion.gateway.responses import (
 from bastion.gateway.routing import BadPath, normalize_path
 from bastion.gateway.upstream import UpstreamClosed, UpstreamTimeout
 from bastion.ops.logging import LOG, LogThrottle
+from bastion.plugins.base import LATER
 from bastion.store.base import StoreUnavailable
 
 if TYPE_CHECKING:
@@ -52,11 +54,29 @@ def start(worker: Worker, ex: Exchange) -> None:
         if not _route(worker, runtime, ex):
             _finish(ex)
         elif ex.chain is not None and ex.chain.request:
-            worker.loop.create_task(_run_plugins(ex))
+            _run_plugins_now(worker, ex)
         else:
             _forward(ex)
     except Exception as exc:  # a bug must cost one request, never the worker
         _crash(ex, exc)
+
+
+def _run_plugins_now(worker: Worker, ex: Exchange) -> None:
+    """The request steps that can answer without awaiting (a cached token) run here; a task is
+    started only from the first that cannot (a task per request costs more than a cache hit)."""
+    assert ex.chain is not None
+    for index, step in enumerate(ex.chain.request):
+        answer = step.on_request_now(ex)
+        if answer is LATER:
+            worker.loop.create_task(_run_plugins(ex, index))
+            return
+        if answer is not None:
+            assert isinstance(answer, Response)
+            _with_response_headers(ex, answer)
+            ex.send_response(answer)
+            _finish(ex)
+            return
+    _forward(ex)
 
 
 def _split_target(target: bytes) -> tuple[bytes, bytes, bytes | None]:
@@ -117,11 +137,11 @@ def _route(worker: Worker, runtime: Runtime, ex: Exchange) -> bool:
     return True
 
 
-async def _run_plugins(ex: Exchange) -> None:
+async def _run_plugins(ex: Exchange, first: int = 0) -> None:
     ctx, chain = ex, ex.chain
     assert chain is not None
     try:
-        for step in chain.request:
+        for step in chain.request[first:] if first else chain.request:
             answer = await step.on_request(ctx)
             if answer is not None:
                 _with_response_headers(ctx, answer)

@@ -36,15 +36,29 @@ class PluginDeps:
     metrics: Metrics = field(default_factory=Metrics)
 
 
+class Later:
+    """`on_request_now`'s answer when the step must await something: run `on_request`."""
+
+
+LATER = Later()
+
+
 class Step:
     """A plugin bound to one scope (instance, route rule or domain rule) of one config.
 
     Override on_request, on_response or both; the pipeline calls only what a Step overrides.
+    A step whose common case needs no await (a cached token) may also override on_request_now:
+    the pipeline tries it first and starts no task when every step answers at once.
     """
 
     async def on_request(self, ctx: RequestContext) -> Response | None:
         """Answer the request (return a Response) or change what goes upstream (return None)."""
         return None
+
+    def on_request_now(self, ctx: RequestContext) -> Response | Later | None:
+        """on_request's answer when it can be given without awaiting, else LATER (and nothing
+        changed). Must agree with on_request."""
+        return LATER
 
     def on_response(self, ctx: RequestContext, head: ResponseHead) -> None:
         """See, and possibly change, the upstream's status and headers."""

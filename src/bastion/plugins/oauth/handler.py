@@ -12,7 +12,7 @@ from bastion.errors import ConfigError
 from bastion.gateway.context import RequestContext
 from bastion.gateway.responses import Response, json_response, text_response, www_authenticate
 from bastion.ops.logging import LOG
-from bastion.plugins.base import Plugin, PluginDeps, Step
+from bastion.plugins.base import LATER, Later, Plugin, PluginDeps, Step
 from bastion.plugins.oauth.cache import VerifiedCache
 from bastion.plugins.oauth.keys import StoreKeyRing
 from bastion.plugins.oauth.lockout import FailureLimit
@@ -76,6 +76,22 @@ class OAuthStep(Step):
             if await self.revocations.is_revoked(verified.jti):
                 return self._unauthorized(ctx, "revoked")
             self.cache.put(token, verified)
+        return self._admit(ctx, verified, raw)
+
+    def on_request_now(self, ctx: RequestContext) -> Response | Later | None:
+        """The common case without a task: a token already verified, nothing to poll."""
+        if (self.ring is not None and self.ring.stale()) or self.revocations.stale():
+            return LATER
+        raw = ctx.lookup.get(self.header_key)
+        if raw is None or raw[:7].lower() != b"bearer " or ctx.path.endswith(self.auth_path):
+            return LATER
+        verified = self.cache.get(raw[7:].strip().decode("latin-1"), self.clock.time())
+        if verified is None:
+            return LATER
+        return self._admit(ctx, verified, raw)
+
+    def _admit(self, ctx: RequestContext, verified: VerifiedToken, raw: bytes) -> Response | None:
+        """A verified token: 403 unless this scope allows it, else its identity goes upstream."""
         denied = self._denied(ctx, verified)
         if denied is not None:
             return denied

@@ -108,15 +108,23 @@ class TokenSource:
         self.bad: str | None = None  # the last purged token, while its store copy may linger
 
     async def header_value(self) -> str:
-        token = self.current
-        now = self.clock.time()
-        if token is not None and now < token.expires_at:
-            self.metrics.cache_event("hit")
-            if now >= token.refresh_at and self._refreshing is None:
-                self._refreshing = asyncio.ensure_future(self._refresh(token))
-            return token.header_value
+        value = self.cached_value()
+        if value is not None:
+            return value
         self.metrics.cache_event("miss")
         return (await self._obtain(None)).header_value
+
+    def cached_value(self) -> str | None:
+        """The live token's header value (a hit; past 3/4 of its life a renewal starts in the
+        background), or None: a miss, for header_value to fetch."""
+        token = self.current
+        now = self.clock.time()
+        if token is None or now >= token.expires_at:
+            return None
+        self.metrics.cache_event("hit")
+        if now >= token.refresh_at and self._refreshing is None:
+            self._refreshing = asyncio.ensure_future(self._refresh(token))
+        return token.header_value
 
     def purge(self) -> None:
         """Drop this node's copy (an upstream said the token is bad, or an operator asked)."""

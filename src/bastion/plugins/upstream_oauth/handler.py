@@ -20,7 +20,7 @@ from bastion.gateway.responses import Response
 from bastion.idp.client_auth import ClientCredentials, load_private_key
 from bastion.idp.token_client import IdpError, TokenRequest
 from bastion.ops.logging import LOG
-from bastion.plugins.base import Plugin, PluginDeps, Step
+from bastion.plugins.base import LATER, Later, Plugin, PluginDeps, Step
 from bastion.plugins.upstream_oauth.cache import TokenSource, cache_key
 from bastion.plugins.upstream_oauth.purge import PurgeWatch, publish_purge
 from bastion.plugins.upstream_oauth.schema import (
@@ -68,6 +68,17 @@ class UpstreamOAuthStep(Step):
                 kind=exc.kind, status=exc.status, detail=exc.detail,
             )  # fmt: skip
             return Response(self.error.status, self.error.body, list(self.error.headers))
+        ctx.set_upstream_header(self.header, value)
+        return None
+
+    def on_request_now(self, ctx: RequestContext) -> Response | Later | None:
+        """The common case without a task: a live token in this process's memory."""
+        watch = self.plugin.purges
+        if watch is not None and watch.stale():
+            return LATER
+        value = self.source.cached_value()
+        if value is None:
+            return LATER
         ctx.set_upstream_header(self.header, value)
         return None
 

@@ -1,0 +1,71 @@
+"""OAuthStep.on_request_now: the task-free answer agrees with on_request, and defers otherwise."""
+
+from __future__ import annotations
+
+import asyncio
+
+from bastion.plugins.base import LATER
+from bastion.store.sqlite import SqliteStore
+from tests.plugins.oauth.support import (
+    Ctx,
+    FakeClock,
+    bearer,
+    claims,
+    forge,
+    instance_step,
+    make_plugin,
+    rule_step,
+)
+
+
+def test_an_unverified_token_is_left_to_on_request(store: SqliteStore, clock: FakeClock) -> None:
+    step = instance_step(make_plugin(store, clock))
+    ctx = Ctx(headers=bearer(forge(claims(clock))))
+    assert step.on_request_now(ctx) is LATER
+    assert ctx.upstream_set is None and ctx.consumer is None  # nothing changed
+
+
+def test_a_cached_token_is_admitted_now_exactly_as_on_request_does(
+    store: SqliteStore, clock: FakeClock
+) -> None:
+    step = instance_step(make_plugin(store, clock))
+    token = forge(claims(clock))
+    first = Ctx(headers=bearer(token))
+    assert asyncio.run(step.on_request(first)) is None  # verified, revocation checked, cached
+    now = Ctx(headers=bearer(token))
+    assert step.on_request_now(now) is None
+    assert (now.consumer, now.upstream_set, now.upstream_remove) == (
+        first.consumer, first.upstream_set, first.upstream_remove,
+    )  # fmt: skip
+
+
+def test_stale_revocations_defer_to_on_request(store: SqliteStore, clock: FakeClock) -> None:
+    step = instance_step(make_plugin(store, clock))
+    token = forge(claims(clock))
+    assert asyncio.run(step.on_request(Ctx(headers=bearer(token)))) is None
+    clock.advance(1.1)  # the revocation list must be polled again: that needs the store
+    assert step.on_request_now(Ctx(headers=bearer(token))) is LATER
+
+
+def test_a_cached_token_of_a_consumer_not_allowed_is_403_now(
+    store: SqliteStore, clock: FakeClock
+) -> None:
+    plugin = make_plugin(store, clock)
+    token = forge(claims(clock))
+    assert asyncio.run(instance_step(plugin).on_request(Ctx(headers=bearer(token)))) is None
+    narrow = rule_step(plugin, allow=["consumer2"])
+    assert asyncio.run(narrow.on_request(Ctx(headers=bearer(token)))) is not None  # 403, cached
+    answer = narrow.on_request_now(Ctx(headers=bearer(token)))
+    assert answer is not LATER and answer is not None
+    assert (answer.status, answer.body) == (403, b"Access Denied")
+
+
+def test_token_requests_and_missing_tokens_are_left_to_on_request(
+    store: SqliteStore, clock: FakeClock
+) -> None:
+    step = instance_step(make_plugin(store, clock))
+    token = forge(claims(clock))
+    assert asyncio.run(step.on_request(Ctx(headers=bearer(token)))) is None
+    assert step.on_request_now(Ctx(path="/api/oauth2/token", headers=bearer(token))) is LATER
+    assert step.on_request_now(Ctx()) is LATER  # the 401 is on_request's
+    assert step.on_request_now(Ctx(headers={"Authorization": "Basic abc"})) is LATER
