@@ -6,7 +6,9 @@ by pid. The upstream (nginx, core 1) runs for the whole benchmark. The oauth sce
 run Bastion with the oauth plugin: a valid token, a wrongly signed one (401), token issuance. The
 upstream-oauth scenarios (issue 6) run it with the upstream-oauth plugin fetching its token from
 the test IdP (tests/e2e/idp_app.py, core 1, started once when a scenario needs it), and count the
-IdP's token requests during each measured run.
+IdP's token requests during each measured run. The Express Gateway scenarios (issue 7) run the
+Node peer (1.16.11 on node 20, installed by bench/run into a cache folder) pinned like `bastion-1w`:
+proxying only, its oauth2 policy with a valid JWT, an invalid one (401), and token issuance.
 """
 
 from __future__ import annotations
@@ -25,13 +27,20 @@ from pathlib import Path
 from typing import Literal
 
 import report
-from measure import HostCpu, LoadGenerator, Measurement, Request, measure, run_load
+from measure import HostCpu, LoadGenerator, Measurement, Request, measure, run_load, wait_idle
 from pyupstream import BODY
 from systems import (
+    EG_FORM,
+    EG_TOKEN_PATH,
+    EG_UNAUTHORIZED_BODY,
     INVALID_TOKEN_BODY,
     TOKEN_PATH,
+    EgServer,
     Server,
     StopResult,
+    eg_issue_token,
+    eg_missing,
+    eg_provision,
     find_nginx,
     forge,
     idp_set_expires_in,
@@ -39,6 +48,7 @@ from systems import (
     issue_token,
     oauth_plugin,
     start_bastion,
+    start_eg,
     start_idp,
     start_nginx,
     start_pyupstream,
@@ -49,10 +59,11 @@ HERE = Path(__file__).resolve().parent
 OUT = HERE / "out"
 RESULTS = HERE / "RESULTS.md"
 MEASURED_PATH = "/bench?x=1"
+EG_WRK_TIMEOUT = 30  # s: Express Gateway answers token requests seconds late at 64 connections
 BUSY_WARNING = 0.3  # cores already busy before the benchmark that deserve a warning
 EAGERLY_EXPIRE_DEFAULT = 5  # the upstream-oauth plugin's cache.eagerly_expire default (Kong's)
 
-System = Literal["nginx-direct", "nginx-proxy", "bastion"]
+System = Literal["nginx-direct", "nginx-proxy", "bastion", "express-gateway"]
 Token = Literal["valid", "invalid"]
 
 
@@ -71,6 +82,8 @@ class Scenario:
     upstream_oauth: bool = False  # the upstream-oauth plugin, its token from the test IdP
     idp_expires_in: int = 3600  # the IdP's `expires_in` for this scenario's tokens
     eagerly_expire: int | None = None  # upstream-oauth cache.eagerly_expire (None: default 5)
+    oauth2: bool = False  # Express Gateway's oauth2 policy with JWT access tokens on the pipeline
+    issue: bool = False  # the load POSTs client_credentials to Express Gateway's /oauth2/token
 
     def plugins(self, idp_port: int | None) -> dict[str, object] | None:
         """The scenario's `plugins:` section (None: proxying only)."""
@@ -106,6 +119,10 @@ SCENARIOS = (
         idp_expires_in=2,
         eagerly_expire=0,
     ),
+    Scenario("eg-proxy", "express-gateway"),
+    Scenario("eg-jwt", "express-gateway", oauth2=True, token="valid"),
+    Scenario("eg-invalid", "express-gateway", oauth2=True, token="invalid", expect=401),
+    Scenario("eg-issue", "express-gateway", oauth2=True, issue=True, path=EG_TOKEN_PATH),
 )
 QUICK_SCENARIOS = tuple(s for s in SCENARIOS if s.name in ("bastion-1w", "bastion-oauth-invalid"))
 
@@ -133,7 +150,9 @@ class Placement:
         return {
             "upstream": f"{upstream} (1 process), core {self.load}",
             "load generator": f"{generator}, core {self.load}",
-            "SUT, 1 process": f"core {self.sut}",
+            "SUT, 1 process (nginx, Bastion 1 worker, Express Gateway's node process)": (
+                f"core {self.sut}"
+            ),
             "SUT, 2 workers": f"cores {self.sut_multi} (unpinned on both cores)",
         }
 
@@ -241,6 +260,8 @@ def start_sut(
         return start_nginx(workdir, scenario.name, scenario.workers, cpus)
     if scenario.system == "nginx-proxy":
         return start_nginx(workdir, scenario.name, scenario.workers, cpus, upstream.port)
+    if scenario.system == "express-gateway":
+        return start_eg(workdir, scenario.name, cpus, upstream.port, scenario.oauth2)
     return start_bastion(
         workdir,
         scenario.name,
@@ -260,6 +281,8 @@ def prepare(scenario: Scenario, sut: Server, idp: Server | None = None) -> Reque
     upstream-oauth: the sanity GET must get the upstream's body and make the IdP's first token
     request (the plugin fetched a token for it).
     """
+    if isinstance(sut, EgServer):
+        return prepare_eg(scenario, sut)
     if scenario.upstream_oauth:
         assert idp is not None
         before = idp_token_requests(idp)
@@ -279,6 +302,31 @@ def prepare(scenario: Scenario, sut: Server, idp: Server | None = None) -> Reque
     return Request(sut.url(scenario.path), headers, scenario.expect)
 
 
+def prepare_eg(scenario: Scenario, sut: EgServer) -> Request:
+    """Express Gateway: proxy only, the sanity GET; oauth2, a user, an app and its oauth2
+    credential made with the admin API, then one token from POST /oauth2/token (the sanity check
+    of `eg-issue`), sent as is or re-signed with another key, or the load POSTs the same form."""
+    if not scenario.oauth2:
+        sut.check_body()
+        return Request(sut.url(scenario.path), expect=scenario.expect, timeout_s=EG_WRK_TIMEOUT)
+    credential = eg_provision(sut)
+    token = eg_issue_token(sut, credential)
+    if scenario.issue:
+        form = credential.token_form()
+        return Request(
+            sut.url(scenario.path),
+            expect=200,
+            body=form,
+            content_type=EG_FORM,
+            timeout_s=EG_WRK_TIMEOUT,
+        )
+    bearer = token if scenario.token == "valid" else forge(token)
+    headers = (f"Authorization: Bearer {bearer}",)
+    expect_body = EG_UNAUTHORIZED_BODY if scenario.expect == 401 else BODY
+    sut.check_body(headers, scenario.expect, expect_body)
+    return Request(sut.url(scenario.path), headers, scenario.expect, timeout_s=EG_WRK_TIMEOUT)
+
+
 def run_scenario(scenario: Scenario, round_index: int, opts: Options, env: Environment) -> Run:
     """Start the SUT, sanity GET, warm up, measure, stop it by pid."""
     run = Run(scenario.name, round_index)
@@ -295,6 +343,7 @@ def run_scenario(scenario: Scenario, round_index: int, opts: Options, env: Envir
         request = prepare(scenario, sut, idp)
         if opts.warmup > 0:
             run_load(env.generator, request, opts.warmup, env.placement.load)
+            wait_idle(sut.pid)
         idp_before = idp_token_requests(idp) if idp else 0
         run.measurement = measure(
             env.generator,
@@ -360,6 +409,11 @@ def choose_tools(opts: Options) -> tuple[bool, LoadGenerator]:
         raise SystemExit(
             f"bench: {' and '.join(missing)} not installed: apt-get install -y nginx wrk"
         )
+    if any(s.system == "express-gateway" for s in opts.scenarios):
+        if not has_wrk:
+            raise SystemExit("bench: the express-gateway configs need wrk (POST bodies)")
+        if problem := eg_missing():
+            raise SystemExit(f"bench: {problem}; bench/run installs it (see bench/README.md)")
     name = "wrk" if has_wrk else "pyload"
     return has_nginx, LoadGenerator(name, threads=opts.threads, connections=opts.connections)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import json
 import os
 import platform
 import re
@@ -16,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from systems import find_nginx
+from systems import eg_package, find_nginx, node_version
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -36,6 +37,23 @@ UPSTREAM_OAUTH = {  # issue 6 point 6: the upstream-oauth plugin, its token from
     "bastion-upstream-oauth": "token cached (IdP `expires_in` 3600): 200, proxied with it",
     "bastion-upstream-oauth-ttl2": "IdP `expires_in` 2, `eagerly_expire: 0`: renewed every ~1.5 s",
 }
+EG_PAIRS = {  # issue 7: each Bastion scenario and its Express Gateway counterpart
+    "bastion-1w": "eg-proxy",
+    "bastion-oauth-valid": "eg-jwt",
+    "bastion-oauth-invalid": "eg-invalid",
+    "bastion-oauth-issue": "eg-issue",
+}
+EG = {  # what each Express Gateway scenario sends, and the status it expects
+    "eg-proxy": "`GET /bench?x=1`, proxy policy only: 200, proxied",
+    "eg-jwt": "`GET /bench?x=1` with a valid JWT (oauth2 policy, JWT mode): 200, proxied",
+    "eg-invalid": "`GET /bench?x=1` with a wrongly signed JWT: 401, not proxied",
+    "eg-issue": "`POST /oauth2/token` client_credentials (form body): 200, a new JWT",
+}
+EG_TARGET_PROXY = 5.0  # issue 7 point 4: proxy only >= 5x Express Gateway
+EG_TARGET_JWT = 10.0  # protected route >= 10x Express Gateway's JWT route
+EG_TARGET_ISSUE = 100.0  # token issuance >= 100x Express Gateway
+EG_TARGET_P99 = 0.2  # p99 at most a fifth of Express Gateway's, every scenario
+OWN_PROXY_TARGET = 0.85  # protected route >= 0.85x Bastion's own proxy-only figure
 REFRESH_AT = 0.75  # the plugin renews a token in the background past 3/4 of its TTL
 STAMPEDE_FACTOR = 2.0  # IdP requests above this many times the refresh-ahead count are flagged
 
@@ -89,6 +107,13 @@ def source_digest() -> str:
     return digest.hexdigest()[:12]
 
 
+def _eg_version() -> str:
+    package = eg_package() / "package.json"
+    if not package.exists():
+        return "not installed"
+    return str(json.loads(package.read_text()).get("version", "?"))
+
+
 def _wrk_version() -> str:
     text = _command_output(["wrk", "-v"])  # "wrk debian/4.1.0-3+b2 [epoll] Copyright ..."
     match = re.match(r"wrk (\S+ \[\w+\])", text)
@@ -124,6 +149,8 @@ def environment(
             "uvloop": _package("uvloop"),
             "httptools": _package("httptools"),
             "psutil": _package("psutil"),
+            "node": node_version() or "not installed",
+            "express-gateway": _eg_version(),
         },
         "options": options,
         "placement": placement,
@@ -192,11 +219,22 @@ def rss_text(values: list[float]) -> str:
     return f"{sum(values):.0f} ({', '.join(f'{v:.1f}' for v in values)})"
 
 
-def ratio_text(ratios: list[float]) -> str:
+def ratio_text(ratios: list[float], fmt: Callable[[float], str] = "{:.2f}".format) -> str:
     if not ratios:
         return "-"
-    text = f"{statistics.median(ratios):.2f}"
-    return text if min(ratios) == max(ratios) else f"{text} ({min(ratios):.2f}-{max(ratios):.2f})"
+    text = fmt(statistics.median(ratios))
+    return text if min(ratios) == max(ratios) else f"{text} ({fmt(min(ratios))}-{fmt(max(ratios))})"
+
+
+def small(value: float) -> str:
+    """A ratio that may be far below 0.01 (Bastion's p99 ÷ Express Gateway's): 2 significant
+    digits below 0.1."""
+    return f"{value:.2f}" if value >= 0.1 else f"{value:.2g}"
+
+
+def rate(value: float) -> str:
+    """req/s: no decimals, except below 100 (Express Gateway's token issuance)."""
+    return f"{value:,.0f}" if value >= 100 else f"{value:.1f}"
 
 
 def table(header: list[str], rows: list[list[str]], align: str) -> list[str]:
@@ -226,6 +264,7 @@ def scenarios_in(runs: list[Run]) -> list[str]:
                 "bastion-2w",
                 *OAUTH,
                 *UPSTREAM_OAUTH,
+                *EG,
             ]
         )
     }
@@ -353,6 +392,13 @@ def headline(runs: list[Run]) -> list[str]:
             + (f"; {idp_headline(runs)}" if idp_headline(runs) else "")
             + " (see its section)."
         )
+    eg = [(b, e, same_round_ratios(runs, b, e)) for b, e in EG_PAIRS.items()]
+    if any(ratios for _, _, ratios in eg):
+        lines.append(
+            "- Against Express Gateway (issue 7), req/s ÷ its counterpart same round: "
+            + ", ".join(f"`{b}` {ratio_text(r)}x `{e}`" for b, e, r in eg if r)
+            + " (see its section for p99, RSS and the targets)."
+        )
     two = same_round_ratios(runs, "bastion-2w", "bastion-1w")
     two_ref = same_round_ratios(runs, "bastion-2w", "nginx-proxy-2w")
     if two:
@@ -414,7 +460,7 @@ def checks(runs: list[Run], info: dict[str, Any]) -> list[str]:
             )
     return lines or [
         "- none: every run answered its expected status only (2xx; 401 for "
-        "`bastion-oauth-invalid`), 1-process SUTs were CPU-bound, no noise."
+        "`bastion-oauth-invalid` and `eg-invalid`), 1-process SUTs were CPU-bound, no noise."
     ]
 
 
@@ -593,6 +639,161 @@ def upstream_oauth_section(runs: list[Run]) -> list[str]:
     ]
 
 
+# --- Express Gateway (issue 7) ---------------------------------------------------------------
+
+
+def p99(run: Run) -> float:
+    return load_field(run, "p99_ms")
+
+
+def median_text(runs: list[Run], value: Callable[[Run], float], fmt: Callable[[float], str]) -> str:
+    return fmt(median_of(runs, value)) if runs else "-"
+
+
+def worker_rss(runs: list[Run]) -> float | None:
+    """The largest per-process peak RSS over all rounds (MB), or None without a run."""
+    return max(peak_rss(runs)) if runs else None
+
+
+def eg_rows(runs: list[Run]) -> list[list[str]]:
+    """Each Bastion scenario beside its Express Gateway counterpart: req/s, p99 and RSS of both,
+    and the same-round ratios Bastion ÷ EG (req/s: higher is better; p99: lower is better)."""
+    rows = []
+    for ours, theirs in EG_PAIRS.items():
+        a, b = measured(runs, ours), measured(runs, theirs)
+        if not (a or b):
+            continue
+        rows.append(
+            [
+                f"{ours} / {theirs}",
+                median_text(a, rps, rate),
+                median_text(b, rps, rate),
+                ratio_text(same_round_ratios(runs, ours, theirs)),
+                median_text(a, p99, "{:.2f}".format),
+                median_text(b, p99, "{:.2f}".format),
+                ratio_text(same_round_ratios(runs, ours, theirs, p99), small),
+                rss_text(peak_rss(a)) if a else "-",
+                rss_text(peak_rss(b)) if b else "-",
+                str(sum(errors_of(r) for r in a)) + " / " + str(sum(errors_of(r) for r in b)),
+            ]
+        )
+    return rows
+
+
+def _target(
+    what: str, ratios: list[float], aim: float, at_least: bool, unit: str = "x"
+) -> list[str]:
+    """One checklist row: the aim, the run's median ratio (min-max) and met / missed."""
+    if not ratios:
+        return [what, f"{'≥' if at_least else '≤'} {aim:g}{unit}", "not measured", "-"]
+    median = statistics.median(ratios)
+    met = median >= aim if at_least else median <= aim
+    return [
+        what,
+        f"{'≥' if at_least else '≤'} {aim:g}{unit}",
+        f"{ratio_text(ratios, small)}{unit}",
+        "met" if met else f"**missed** ({small(median)}{unit})",
+    ]
+
+
+def target_rows(runs: list[Run]) -> list[list[str]]:
+    """Issue 7 point 4: each target as a same-round ratio of this run, met or missed."""
+    rows = [
+        _target(
+            "proxy only: `bastion-1w` ÷ `nginx-proxy` req/s",
+            same_round_ratios(runs, PROXY_ONLY, "nginx-proxy"),
+            AIM_RATIO,
+            True,
+        ),
+        _target(
+            "proxy only: `bastion-1w` ÷ `eg-proxy` req/s",
+            same_round_ratios(runs, PROXY_ONLY, "eg-proxy"),
+            EG_TARGET_PROXY,
+            True,
+        ),
+        _target(
+            "protected route: `bastion-oauth-valid` ÷ `bastion-1w` req/s",
+            same_round_ratios(runs, "bastion-oauth-valid", PROXY_ONLY),
+            OWN_PROXY_TARGET,
+            True,
+        ),
+        _target(
+            "protected route: `bastion-oauth-valid` ÷ `eg-jwt` req/s",
+            same_round_ratios(runs, "bastion-oauth-valid", "eg-jwt"),
+            EG_TARGET_JWT,
+            True,
+        ),
+        _target(
+            "token issuance: `bastion-oauth-issue` ÷ `eg-issue` req/s",
+            same_round_ratios(runs, "bastion-oauth-issue", "eg-issue"),
+            EG_TARGET_ISSUE,
+            True,
+        ),
+    ]
+    for ours, theirs in EG_PAIRS.items():
+        rows.append(
+            _target(
+                f"p99 at 64 connections: `{ours}` ÷ `{theirs}`",
+                same_round_ratios(runs, ours, theirs, p99),
+                EG_TARGET_P99,
+                False,
+            )
+        )
+    for ours in EG_PAIRS:
+        rss = worker_rss(measured(runs, ours))
+        what = f"RSS per worker: `{ours}` peak"
+        if rss is None:
+            rows.append([what, f"< {AIM_RSS_MB:g} MB", "not measured", "-"])
+            continue
+        verdict = "met" if rss < AIM_RSS_MB else f"**missed** ({rss:.1f} MB)"
+        rows.append([what, f"< {AIM_RSS_MB:g} MB", f"{rss:.1f} MB", verdict])
+    return rows
+
+
+def eg_section(runs: list[Run]) -> list[str]:
+    """Issue 7: Bastion against Express Gateway in the same rounds, and the targets."""
+    if not any(measured(runs, name) for name in EG):
+        return []
+    return [
+        "## Against Express Gateway (issue 7)",
+        "",
+        "Express Gateway 1.16.11 on node 20, one process pinned on the SUT core like "
+        "`bastion-1w`, the same upstream and wrk settings, its default in-memory emulated Redis; "
+        "`eg-jwt`, `eg-invalid` and `eg-issue` run its oauth2 policy with JWT access tokens (see "
+        "README.md for the set-up). What each Express Gateway config sends:",
+        "",
+        *[f"- `{name}`: {what}." for name, what in EG.items()],
+        "",
+        "Ratios: Bastion's figure ÷ Express Gateway's in the same round, median (min-max) over "
+        "rounds: for req/s higher is better, for p99 lower is better. RSS: peak per process, max "
+        "over rounds. errors: Bastion / Express Gateway (answers other than the expected status, "
+        "plus socket errors).",
+        "",
+        *table(
+            [
+                "Bastion / Express Gateway",
+                "Bastion req/s",
+                "EG req/s",
+                "x EG req/s",
+                "Bastion p99 ms",
+                "EG p99 ms",
+                "x EG p99",
+                "Bastion peak RSS MB",
+                "EG peak RSS MB",
+                "errors",
+            ],
+            eg_rows(runs),
+            "lrrrrrrllr",
+        ),
+        "",
+        "**Targets of issue 7 point 4** (same-round ratios of this run, median (min-max); met or "
+        "missed on the median):",
+        "",
+        *table(["target", "aim", "this run", "verdict"], target_rows(runs), "lrrl"),
+        "",
+    ]
+
+
 def render(data: dict[str, Any]) -> str:
     info, runs = data["info"], data["runs"]
     opts, machine, versions = info["options"], info["machine"], info["versions"]
@@ -657,6 +858,7 @@ def render(data: dict[str, Any]) -> str:
         "",
         *oauth_section(runs),
         *upstream_oauth_section(runs),
+        *eg_section(runs),
         "## Per round (raw)",
         "",
         'non-2xx: as wrk counts them ("unexpected": answers other than the expected status, '
@@ -694,18 +896,6 @@ def render(data: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
-def main() -> None:
-    import json
-
-    if len(sys.argv) != 2:
-        raise SystemExit("usage: python bench/report.py bench/out/bench-….json  (prints markdown)")
-    print(render(json.loads(Path(sys.argv[1]).read_text())))
-
-
-if __name__ == "__main__":
-    main()
-
-
 def plugin_table(second: str, references: list[str], rows: list[list[str]]) -> list[str]:
     """The table of a plugin section: one row per plugin config, ratios to each reference."""
     return table(
@@ -717,3 +907,13 @@ def plugin_table(second: str, references: list[str], rows: list[list[str]]) -> l
         rows,
         "llrrr" + "r" * len(references) + "rrlr",
     )  # fmt: skip
+
+
+def main() -> None:
+    if len(sys.argv) != 2:
+        raise SystemExit("usage: python bench/report.py bench/out/bench-….json  (prints markdown)")
+    print(render(json.loads(Path(sys.argv[1]).read_text())))
+
+
+if __name__ == "__main__":
+    main()

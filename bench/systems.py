@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -446,3 +447,210 @@ def start_pyupstream(workdir: Path, name: str, cpus: str | None) -> Server:
     port = free_port()
     command = [*pinned(cpus), sys.executable, str(HERE / "pyupstream.py"), "--port", str(port)]
     return _started(spawn(name, command, cwd, port), ready=None)
+
+
+# --- Express Gateway (issue 7) -----------------------------------------------------------------
+
+EG_VERSION = "1.16.11"  # the last release; it needs node 20 (crypto.createCipher is gone in 22)
+EG_NODE_MAJOR = 20
+EG_CACHE_ENV = "BASTION_BENCH_EG_DIR"  # bench/run sets it to the npm --prefix folder
+EG_JWT_SECRET = "bench-eg-jwt-secret-0123456789abcdef"
+EG_JWT_ISSUER = "express-gateway"
+EG_JWT_AUDIENCE = "bench"
+EG_JWT_SUBJECT = "bench"  # static `sub` of EG's JWTs: without it /oauth2/token answers 500
+EG_TOKEN_PATH = "/oauth2/token"
+EG_FORM = "application/x-www-form-urlencoded"
+EG_UNAUTHORIZED_BODY = b"Unauthorized"  # EG's 401 (express sendStatus)
+EG_USER = {"username": "bench", "firstname": "Bench", "lastname": "User"}
+EG_APP = {"name": "bench-app", "redirectUri": "http://127.0.0.1/callback"}
+
+
+def eg_prefix() -> Path:
+    """The `npm install --prefix` folder of express-gateway, outside the git tree."""
+    default = Path.home() / ".cache" / "bastion-bench" / f"express-gateway-{EG_VERSION}"
+    return Path(os.environ.get(EG_CACHE_ENV) or default)
+
+
+def eg_package() -> Path:
+    return eg_prefix() / "node_modules" / "express-gateway"
+
+
+def eg_missing() -> str | None:
+    """Why Express Gateway cannot run here (not installed, wrong version, no node 20), or None."""
+    package = eg_package() / "package.json"
+    if not package.exists():
+        return f"express-gateway {EG_VERSION} is not installed in {eg_prefix()} (bench/run does it)"
+    version = json.loads(package.read_text()).get("version")
+    if version != EG_VERSION:
+        return f"{package} is express-gateway {version}, not {EG_VERSION}"
+    node = node_version()
+    if node is None:
+        return "node is not installed (express-gateway needs node 20)"
+    if not node.startswith(f"v{EG_NODE_MAJOR}."):
+        return f"node {node}: express-gateway {EG_VERSION} needs node {EG_NODE_MAJOR}"
+    return None
+
+
+def node_version() -> str | None:
+    node = shutil.which("node")
+    if node is None:
+        return None
+    done = subprocess.run([node, "--version"], capture_output=True, text=True, check=False)
+    return done.stdout.strip() or None
+
+
+def eg_system_config(jwt: bool) -> dict[str, object]:
+    """system.config.yml: the in-memory emulated Redis (EG's default store); with `jwt`, JWT
+    access tokens (HS256) with a static subject."""
+    tokens: dict[str, object] = {"timeToExpiry": 7_200_000}
+    if jwt:
+        tokens.update(
+            tokenType="jwt",
+            secretOrPrivateKey=EG_JWT_SECRET,
+            algorithm="HS256",
+            issuer=EG_JWT_ISSUER,
+            audience=EG_JWT_AUDIENCE,
+            subject=EG_JWT_SUBJECT,
+        )
+    return {
+        "db": {"redis": {"emulate": True, "namespace": "EG"}},
+        "crypto": {"cipherKey": "bench-cipher-key", "algorithm": "aes256", "saltRounds": 10},
+        "session": {"secret": "bench-session-secret", "resave": False, "saveUninitialized": False},
+        "accessTokens": tokens,
+        "refreshTokens": {"timeToExpiry": 7_200_000},
+        "authorizationCodes": {"timeToExpiry": 300_000},
+    }
+
+
+def eg_gateway_config(
+    port: int, admin_port: int, upstream_port: int, oauth2: bool
+) -> dict[str, object]:
+    """gateway.config.yml: 127.0.0.1 only, one catch-all pipeline proxying to the upstream; with
+    `oauth2`, the oauth2 policy first, verifying EG's own JWTs (no credential lookup)."""
+    proxy = {"proxy": [{"action": {"serviceEndpoint": "backend"}}]}
+    jwt = {
+        "issuer": EG_JWT_ISSUER,
+        "audience": EG_JWT_AUDIENCE,
+        "secretOrPublicKey": EG_JWT_SECRET,
+        "algorithms": ["HS256"],
+        "checkCredentialExistence": False,  # else it refuses its own JWTs
+    }
+    policies = [{"oauth2": [{"action": {"jwt": jwt}}]}, proxy] if oauth2 else [proxy]
+    return {
+        "http": {"port": port, "hostname": "127.0.0.1"},
+        "admin": {"port": admin_port, "host": "127.0.0.1"},
+        "apiEndpoints": {"api": {"host": "*"}},
+        "serviceEndpoints": {"backend": {"url": f"http://127.0.0.1:{upstream_port}"}},
+        "policies": ["proxy", "oauth2"] if oauth2 else ["proxy"],
+        "pipelines": {"bench": {"apiEndpoints": ["api"], "policies": policies}},
+    }
+
+
+def write_eg_config(
+    config_dir: Path, port: int, admin_port: int, upstream_port: int, oauth2: bool
+) -> None:
+    """The EG_CONFIG_DIR of one run: both YAML files and the models/ folder EG loads from it."""
+    config_dir.mkdir(parents=True, exist_ok=True)
+    system = eg_system_config(jwt=oauth2)
+    gateway = eg_gateway_config(port, admin_port, upstream_port, oauth2)
+    (config_dir / "system.config.yml").write_text(yaml.safe_dump(system, sort_keys=False))
+    (config_dir / "gateway.config.yml").write_text(yaml.safe_dump(gateway, sort_keys=False))
+    models = eg_package() / "lib" / "config" / "models"
+    if models.is_dir():
+        shutil.copytree(models, config_dir / "models", dirs_exist_ok=True)
+
+
+@dataclass
+class EgServer(Server):
+    """Express Gateway: its gateway port (`port`) and its admin REST API port."""
+
+    admin_port: int = 0
+
+
+@dataclass(frozen=True)
+class EgCredential:
+    """The oauth2 credential of the benchmark's app: client_id (the app id) and its secret."""
+
+    client_id: str
+    client_secret: str
+
+    def token_form(self) -> str:
+        """The client_credentials request body of POST /oauth2/token."""
+        return (
+            f"grant_type=client_credentials&client_id={self.client_id}"
+            f"&client_secret={self.client_secret}"
+        )
+
+
+def start_eg(
+    workdir: Path, name: str, cpus: str | None, upstream_port: int, oauth2: bool
+) -> EgServer:
+    """`node lib/index.js` with EG_CONFIG_DIR = a fresh dir; ready when both ports listen."""
+    missing = eg_missing()
+    if missing:
+        raise RuntimeError(missing)
+    cwd = workdir / name
+    port, admin_port = free_port(), free_port()
+    while admin_port == port:
+        admin_port = free_port()
+    write_eg_config(cwd, port, admin_port, upstream_port, oauth2)
+    node = shutil.which("node") or "node"
+    command = [*pinned(cpus), node, str(eg_package() / "lib" / "index.js")]
+    log_path = cwd / f"{name}.log"
+    env = {**os.environ, "EG_CONFIG_DIR": str(cwd), "NODE_ENV": "production"}
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            command,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    server = EgServer(name, proc, port, log_path, admin_port)
+    admin = Server(f"{name} admin", proc, admin_port, log_path)
+    try:
+        admin.wait_listening()
+    except BaseException:
+        server.stop()
+        raise
+    return _started(server, ready=None)  # type: ignore[return-value]
+
+
+def _eg_admin(server: EgServer, path: str, data: Mapping[str, object]) -> dict[str, Any]:
+    body = json.dumps(data).encode()
+    headers = ("Content-Type: application/json",)
+    try:
+        status, answer = fetch(server.admin_port, path, headers, method="POST", body=body)
+    except OSError as exc:
+        raise server.fail(f"admin POST {path} failed: {exc}") from None
+    if status != 200:
+        raise server.fail(f"admin POST {path} returned {status} {answer[:200]!r}")
+    result: dict[str, Any] = json.loads(answer)
+    return result
+
+
+def eg_provision(server: EgServer) -> EgCredential:
+    """A user, an app of that user and the app's oauth2 credential, with EG's admin REST API."""
+    user = _eg_admin(server, "/users", EG_USER)
+    app = _eg_admin(server, "/apps", {**EG_APP, "userId": user["id"]})
+    credential = {"consumerId": app["id"], "type": "oauth2", "credential": {}}
+    created = _eg_admin(server, "/credentials", credential)
+    return EgCredential(str(created["id"]), str(created["secret"]))
+
+
+def eg_issue_token(server: Server, credential: EgCredential) -> str:
+    """One access token from EG's POST /oauth2/token (client_credentials, secret in the body)."""
+    headers = (f"Content-Type: {EG_FORM}",)
+    body = credential.token_form().encode()
+    try:
+        status, answer = fetch(server.port, EG_TOKEN_PATH, headers, method="POST", body=body)
+    except OSError as exc:
+        raise server.fail(f"token request failed: {exc}") from None
+    if status != 200:
+        raise server.fail(f"token request returned {status} {answer[:200]!r}, expected 200")
+    try:
+        return str(json.loads(answer)["access_token"])
+    except (ValueError, KeyError) as exc:
+        raise server.fail(f"token answer without access_token: {answer[:200]!r}") from exc
