@@ -96,6 +96,17 @@ class RequestContext:
         raw = name.encode("latin-1")
         self.upstream_set[raw.lower()] = (raw, value.encode("latin-1"))
 
+    def set_upstream_pair(self, low: bytes, pair: Header) -> None:
+        """set_upstream_header for a header built and checked at config load: `low` is its
+        lower-case name, `pair` its (name, value) bytes (the hot path skips the encoding)."""
+        if self.upstream_set is None:
+            self.upstream_set = {}
+        self.upstream_set[low] = pair
+
+    def header_count(self, low: bytes) -> int:
+        """How many times the client sent the header named `low` (lower-case bytes)."""
+        return sum(1 for name, _ in self.headers if name.lower() == low)
+
     def remove_upstream_header(self, name: str) -> None:
         """Do not forward the client's `name` header."""
         if self.upstream_remove is None:

@@ -174,6 +174,9 @@ class Exchange(RequestContext):
                 sink.write(b"0\r\n\r\n")
             sink.start_response_timer()
 
+    def header_count(self, low: bytes) -> int:
+        return self.names.count(low)  # the lower-case names, kept as parsed
+
     async def read_body(self, limit: int) -> bytes:
         if not self.has_body:
             return b""

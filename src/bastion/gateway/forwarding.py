@@ -91,6 +91,12 @@ def is_identity(name: bytes, names: frozenset[bytes], prefixes: tuple[bytes, ...
     return name in names or name.startswith(prefixes)
 
 
+#: the headers upstream_head sets itself (lower-case); a plugin's edit of one replaces it
+_GATEWAY_OWN = frozenset(
+    {b"host", b"x-forwarded-for", b"x-forwarded-proto", b"x-request-id", b"x-forwarded-host"}
+)
+
+
 def upstream_head(
     ctx: RequestContext,
     lower_names: list[bytes],
@@ -137,7 +143,9 @@ def upstream_head(
     fwd_host = (lookup.get(b"x-forwarded-host") if trusted_peer else None) or client_host
     host = client_host if preserve_host and client_host else pool.host_header
     xff = forwarded_for[0] if len(forwarded_for) == 1 else b", ".join(forwarded_for)
-    if edits_set is None and edits_remove is None:  # the common case: no plugin edits
+    if (edits_set is None or _GATEWAY_OWN.isdisjoint(edits_set)) and (
+        edits_remove is None or _GATEWAY_OWN.isdisjoint(edits_remove)
+    ):  # the common case: no plugin edits a header the gateway sets itself
         out += (
             b"Host: ", host, b"\r\nX-Forwarded-For: ", xff, b"\r\nX-Forwarded-Proto: ", proto,
             b"\r\nX-Request-Id: ", ctx.request_id.encode(), b"\r\n",

@@ -15,18 +15,19 @@ class VerifiedCache:
     __slots__ = ("entries", "limit", "skew")
 
     def __init__(self, skew: int, limit: int = MAX_ENTRIES) -> None:
-        self.entries: dict[str, VerifiedToken] = {}
+        #: keyed by the auth header's value as sent ("Bearer <token>"): a hit needs no parsing
+        self.entries: dict[bytes, VerifiedToken] = {}
         self.skew = skew
         self.limit = limit
 
-    def get(self, token: str, now: float) -> VerifiedToken | None:
+    def get(self, token: bytes, now: float) -> VerifiedToken | None:
         entry = self.entries.get(token)
         if entry is not None and now > entry.exp + self.skew:
             del self.entries[token]
             return None
         return entry
 
-    def put(self, token: str, verified: VerifiedToken) -> None:
+    def put(self, token: bytes, verified: VerifiedToken) -> None:
         entries = self.entries
         if len(entries) >= self.limit:
             # dicts keep insertion order: drop the oldest eighth in one go

@@ -23,6 +23,7 @@ from bastion.plugins.oauth.tokens import InvalidToken, TokenCodec, VerifiedToken
 
 CONSUMER_HEADER = "X-Mse-Consumer"
 JWKS_PATH = "/.well-known/jwks.json"  # SPEC §11
+_CONSUMER_KEY = CONSUMER_HEADER.lower().encode()
 _INVALID = "Invalid Jwt token"  # reference 000 "Error codes"
 _DENIED = "Access Denied"
 _WEAK_SECRET = 14  # bytes: HS256 keys under 112 bits are weak (NIST SP 800-131A)
@@ -50,6 +51,10 @@ class OAuthStep(Step):
         self.allow = frozenset(config.allow) if config.allow is not None else None
         self.required = frozenset(config.required_scopes or ())
         self.keep_token = config.keep_token
+        # X-Mse-Consumer for each consumer, encoded once (names are checked ASCII at load)
+        self.consumer_headers = {
+            c.name: (CONSUMER_HEADER.encode(), c.name.encode()) for c in config.consumers or []
+        }
 
     async def on_request(self, ctx: RequestContext) -> Response | None:
         ring = self.ring
@@ -62,7 +67,7 @@ class OAuthStep(Step):
             return self._unauthorized(ctx, "missing_token", given=raw is not None)
         token = raw[7:].strip().decode("latin-1")
         now = self.clock.time()
-        verified = self.cache.get(token, now)
+        verified = self.cache.get(raw, now)
         cached = verified is not None
         if verified is None:
             try:  # before any store round trip: a forged token costs the store nothing
@@ -71,21 +76,24 @@ class OAuthStep(Step):
                 return self._unauthorized(ctx, "invalid_token")
         if self.revocations.stale():
             await self.revocations.refresh()  # StoreUnavailable → 503: fail closed
-            cached = cached and self.cache.get(token, now) is not None  # a change empties it
+            cached = cached and self.cache.get(raw, now) is not None  # a change empties it
         if not cached:
             if await self.revocations.is_revoked(verified.jti):
                 return self._unauthorized(ctx, "revoked")
-            self.cache.put(token, verified)
+            self.cache.put(raw, verified)
         return self._admit(ctx, verified, raw)
 
     def on_request_now(self, ctx: RequestContext) -> Response | Later | None:
         """The common case without a task: a token already verified, nothing to poll."""
-        if (self.ring is not None and self.ring.stale()) or self.revocations.stale():
+        moment = self.clock.monotonic()
+        if moment >= self.revocations.fresh_until or (
+            self.ring is not None and moment >= self.ring.fresh_until
+        ):
             return LATER
         raw = ctx.lookup.get(self.header_key)
-        if raw is None or raw[:7].lower() != b"bearer " or ctx.path.endswith(self.auth_path):
+        if raw is None or ctx.path.endswith(self.auth_path):
             return LATER
-        verified = self.cache.get(raw[7:].strip().decode("latin-1"), self.clock.time())
+        verified = self.cache.get(raw, self.clock.time())  # only verified Bearer values are in
         if verified is None:
             return LATER
         return self._admit(ctx, verified, raw)
@@ -97,11 +105,12 @@ class OAuthStep(Step):
             return denied
         self.metrics.auth_outcome("oauth", "ok")
         ctx.consumer = verified.consumer
-        ctx.set_upstream_header(CONSUMER_HEADER, verified.consumer)
+        ctx.set_upstream_pair(_CONSUMER_KEY, self.consumer_headers[verified.consumer])
         # only the verified token goes upstream: a repeated header, or its `_` spelling (which
         # CGI-style servers read as the same name), could carry an unverified one
         if self.keep_token:
-            ctx.set_upstream_header(self.header_name, raw.decode("latin-1"))
+            if ctx.header_count(self.header_key) > 1:
+                ctx.set_upstream_header(self.header_name, raw.decode("latin-1"))
         else:
             ctx.remove_upstream_header(self.header_name)
         if self.header_alias is not None:
