@@ -60,12 +60,21 @@ def test_a_cached_token_of_a_consumer_not_allowed_is_403_now(
     assert (answer.status, answer.body) == (403, b"Access Denied")
 
 
-def test_token_requests_and_missing_tokens_are_left_to_on_request(
-    store: SqliteStore, clock: FakeClock
-) -> None:
+def test_token_requests_are_left_to_on_request(store: SqliteStore, clock: FakeClock) -> None:
     step = instance_step(make_plugin(store, clock))
     token = forge(claims(clock))
     assert asyncio.run(step.on_request(Ctx(headers=bearer(token)))) is None
     assert step.on_request_now(Ctx(path="/api/oauth2/token", headers=bearer(token))) is LATER
-    assert step.on_request_now(Ctx()) is LATER  # the 401 is on_request's
-    assert step.on_request_now(Ctx(headers={"Authorization": "Basic abc"})) is LATER
+
+
+def test_401s_that_need_no_store_are_answered_now_as_on_request_does(
+    store: SqliteStore, clock: FakeClock
+) -> None:
+    step = instance_step(make_plugin(store, clock))
+    forged = forge(claims(clock), secret="not-the-consumer-secret-at-all-0123")
+    for headers in ({}, {"Authorization": "Basic abc"}, bearer(forged), bearer("garbage")):
+        now = step.on_request_now(Ctx(headers=headers))
+        later = asyncio.run(step.on_request(Ctx(headers=headers)))
+        assert now is not LATER and now is not None and later is not None
+        assert (now.status, now.body, now.headers) == (later.status, later.body, later.headers)
+        assert now.status == 401

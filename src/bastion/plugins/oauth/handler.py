@@ -26,6 +26,9 @@ JWKS_PATH = "/.well-known/jwks.json"  # SPEC §11
 _CONSUMER_KEY = CONSUMER_HEADER.lower().encode()
 _INVALID = "Invalid Jwt token"  # reference 000 "Error codes"
 _DENIED = "Access Denied"
+_INVALID_BODY = _INVALID.encode()
+_TEXT = (b"content-type", b"text/plain; charset=utf-8")
+_CHALLENGES = 1024  # WWW-Authenticate values kept, by (path, token given)
 _WEAK_SECRET = 14  # bytes: HS256 keys under 112 bits are weak (NIST SP 800-131A)
 
 
@@ -51,6 +54,7 @@ class OAuthStep(Step):
         self.allow = frozenset(config.allow) if config.allow is not None else None
         self.required = frozenset(config.required_scopes or ())
         self.keep_token = config.keep_token
+        self.challenges: dict[tuple[str, bool], tuple[bytes, bytes]] = {}
         # X-Mse-Consumer for each consumer, encoded once (names are checked ASCII at load)
         self.consumer_headers = {
             c.name: (CONSUMER_HEADER.encode(), c.name.encode()) for c in config.consumers or []
@@ -84,19 +88,25 @@ class OAuthStep(Step):
         return self._admit(ctx, verified, raw)
 
     def on_request_now(self, ctx: RequestContext) -> Response | Later | None:
-        """The common case without a task: a token already verified, nothing to poll."""
-        moment = self.clock.monotonic()
-        if moment >= self.revocations.fresh_until or (
-            self.ring is not None and moment >= self.ring.fresh_until
-        ):
-            return LATER
+        """Without a task: a token already verified (nothing to poll), and every 401 that needs
+        no store (no token, a token that fails verification). The rest is on_request's."""
         raw = ctx.lookup.get(self.header_key)
-        if raw is None or ctx.path.endswith(self.auth_path):
+        if ctx.path.endswith(self.auth_path):
             return LATER
-        verified = self.cache.get(raw, self.clock.time())  # only verified Bearer values are in
-        if verified is None:
-            return LATER
-        return self._admit(ctx, verified, raw)
+        if raw is None or raw[:7].lower() != b"bearer ":
+            return self._unauthorized(ctx, "missing_token", given=raw is not None)
+        moment = self.clock.monotonic()
+        if self.ring is not None and moment >= self.ring.fresh_until:
+            return LATER  # the keys to verify with may have changed
+        if moment < self.revocations.fresh_until:
+            verified = self.cache.get(raw, self.clock.time())
+            if verified is not None:
+                return self._admit(ctx, verified, raw)
+        try:
+            self.codec.verify(raw[7:].strip().decode("latin-1"))
+        except InvalidToken:
+            return self._unauthorized(ctx, "invalid_token")
+        return LATER  # valid: its revocation is looked up in the store
 
     def _admit(self, ctx: RequestContext, verified: VerifiedToken, raw: bytes) -> Response | None:
         """A verified token: 403 unless this scope allows it, else its identity goes upstream."""
@@ -135,10 +145,16 @@ class OAuthStep(Step):
     def _unauthorized(self, ctx: RequestContext, outcome: str, *, given: bool = True) -> Response:
         self.metrics.auth_outcome("oauth", outcome)
         realm = ctx.path[:256]  # Higress: the request URI; the query may hold secrets
-        params: dict[str, str] = {"realm": realm}
-        if given:
-            params["error"] = "invalid_token"  # RFC 6750 §3.1: only when a token was given
-        return text_response(401, _INVALID, [www_authenticate("Bearer", **params)])
+        challenge = self.challenges.get((realm, given))
+        if challenge is None:  # quoting it is most of a 401's cost: kept for recent paths
+            params: dict[str, str] = {"realm": realm}
+            if given:
+                params["error"] = "invalid_token"  # RFC 6750 §3.1: only when a token was given
+            challenge = www_authenticate("Bearer", **params)
+            if len(self.challenges) >= _CHALLENGES:
+                self.challenges.clear()
+            self.challenges[(realm, given)] = challenge
+        return Response(401, _INVALID_BODY, [_TEXT, challenge])
 
 
 class JwksStep(Step):
