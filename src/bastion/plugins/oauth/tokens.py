@@ -71,12 +71,9 @@ def consumer_key(secret: str) -> Key:
 
 
 @contextlib.contextmanager
-def _quiet(alg: str) -> Iterator[None]:
+def _quiet() -> Iterator[None]:
     """SPEC §11 names the alg "EdDSA"; RFC 9864 deprecates that name (for "Ed25519") and joserfc
     warns on every use, a raw line in a JSON log. The algorithm is the same: silence that one."""
-    if alg != "EdDSA":
-        yield
-        return
     from joserfc.errors import SecurityWarning
 
     with warnings.catch_warnings():
@@ -89,6 +86,11 @@ class TokenCodec:
     settings); built at config load, so verifying only looks keys up."""
 
     def __init__(self, config: OAuthRule, clock: Clock, keyring: KeyRing | None = None) -> None:
+        from joserfc import jws  # imported with the first oauth config: a proxy-only worker
+        from joserfc.errors import JoseError  # never loads joserfc and cryptography
+
+        self.jws = jws
+        self.jose_error = JoseError
         self.issuer = config.issuer
         self.ttl = config.token_ttl
         self.skew = config.clock_skew_seconds
@@ -103,8 +105,7 @@ class TokenCodec:
         )
 
     def issue(self, consumer: Consumer, aud: str, scope: str | None) -> str:
-        from joserfc import jws  # loaded with the first token: a proxy-only worker stays small
-
+        jws = self.jws
         now = int(self.clock.time())
         claims: dict[str, Any] = {
             "aud": aud, "client_id": consumer.client_id, "exp": now + self.ttl, "iat": now,
@@ -119,21 +120,23 @@ class TokenCodec:
             kid, alg, key = self.keyring.signing_key()
             header = {"alg": alg, "typ": TYP, "kid": kid}
         alg = header["alg"]
-        with _quiet(alg):
-            return jws.serialize_compact(header, orjson.dumps(claims), key, algorithms=[alg])
+        if alg != "EdDSA":
+            token: str = jws.serialize_compact(header, orjson.dumps(claims), key, algorithms=[alg])
+            return token
+        with _quiet():
+            token = jws.serialize_compact(header, orjson.dumps(claims), key, algorithms=[alg])
+            return token
 
     def verify(self, token: str) -> VerifiedToken:
         """The verified token, or InvalidToken saying why."""
-        from joserfc import jws
-        from joserfc.errors import JoseError
-
+        jws, jose_error = self.jws, self.jose_error
         if len(token) > MAX_TOKEN or token.count(".") != 2:
             raise InvalidToken("malformed")
         try:
             obj = jws.extract_compact(token.encode("ascii"))
             header = obj.headers()
             claims = orjson.loads(obj.payload)
-        except (JoseError, ValueError, UnicodeError):
+        except (jose_error, ValueError, UnicodeError):
             raise InvalidToken("malformed") from None
         if not isinstance(claims, dict):
             raise InvalidToken("malformed")
@@ -152,9 +155,12 @@ class TokenCodec:
         if header.get("alg") != alg:
             raise InvalidToken("alg")  # the key fixes the algorithm (RFC 8725 §3.1)
         try:
-            with _quiet(alg):
+            if alg != "EdDSA":
                 valid = jws.validate_compact(obj, key, algorithms=[alg])
-        except JoseError:
+            else:
+                with _quiet():
+                    valid = jws.validate_compact(obj, key, algorithms=[alg])
+        except jose_error:
             valid = False
         if not valid:
             raise InvalidToken("signature")
