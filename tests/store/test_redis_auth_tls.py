@@ -14,9 +14,7 @@ Every process is stopped by its pid (`redis_servers.Servers`).
 from __future__ import annotations
 
 import asyncio
-import datetime
 import functools
-import ipaddress
 import os
 import socket
 import ssl
@@ -30,16 +28,13 @@ from typing import TypeVar
 
 import pytest
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from bastion.errors import ConfigError
 from bastion.store import StoreUnavailable
 from bastion.store.factory import open_store
 from bastion.store.redis import RedisStore
 from bastion.store.url import parse_store_url
+from tests.pki import Pki, make_pki
 from tests.store import redis_servers as rs
 from tests.store.contract import StoreContract
 
@@ -107,82 +102,9 @@ def new_group(prefix: str) -> rs.Servers:
 # -- a throwaway CA and server certificate ---------------------------------------------------
 
 
-@dataclass
-class Pki:
-    ca: Path
-    cert: Path
-    key: Path
-
-
-def make_pki(folder: Path) -> Pki:
-    now = datetime.datetime.now(datetime.UTC)
-    start, end = now - datetime.timedelta(minutes=5), now + datetime.timedelta(days=1)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bastion test CA")])
-    ca_cert = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(end)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(
-            x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, TLS_SAN_DNS)]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(end)
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName(TLS_SAN_DNS), x509.IPAddress(ipaddress.ip_address(HOST))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
-        )
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    pki = Pki(folder / "ca.pem", folder / "server.pem", folder / "server.key")
-    pki.ca.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    pki.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    pki.key.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.TraditionalOpenSSL,
-            serialization.NoEncryption(),
-        )
-    )
-    return pki
+def make_redis_pki(folder: Path) -> Pki:
+    """The server certificate names TLS_SAN_DNS and 127.0.0.1 only (not localhost)."""
+    return make_pki(folder, dns_names=(TLS_SAN_DNS,), ip=HOST)
 
 
 def redis_tls_unsupported() -> str | None:
@@ -264,7 +186,7 @@ def tls_server() -> Iterator[TlsServer]:
         pytest.skip(f"this redis-server build has no TLS support (--tls-port: {why})")
     group = new_group("bastion-redis-tls-")
     try:
-        pki = make_pki(group.workdir)
+        pki = make_redis_pki(group.workdir)
         port = rs.free_port()
         args = rs._server_args(
             0, group.workdir, "--tls-port", str(port), "--tls-cert-file", str(pki.cert),
