@@ -9,6 +9,9 @@ the test IdP (tests/e2e/idp_app.py, core 1, started once when a scenario needs i
 IdP's token requests during each measured run. The Express Gateway scenarios (issue 7) run the
 Node peer (1.16.11 on node 20, installed by bench/run into a cache folder) pinned like `bastion-1w`:
 proxying only, its oauth2 policy with a valid JWT, an invalid one (401), and token issuance.
+The 10 MB scenarios (issue 7) move a 10 MiB download (`GET /big`, a file the upstream serves)
+or a 10 MiB upload (`POST /upload`, which the upstream reads whole) through nginx as a proxy,
+Bastion 1 worker and Express Gateway (proxy policy only), at 8 connections.
 """
 
 from __future__ import annotations
@@ -30,11 +33,15 @@ import report
 from measure import HostCpu, LoadGenerator, Measurement, Request, measure, run_load, wait_idle
 from pyupstream import BODY
 from systems import (
+    BIG_MAX_BODY,
+    BIG_PATH,
+    BIG_SIZE,
     EG_FORM,
     EG_TOKEN_PATH,
     EG_UNAUTHORIZED_BODY,
     INVALID_TOKEN_BODY,
     TOKEN_PATH,
+    UPLOAD_PATH,
     EgServer,
     Server,
     StopResult,
@@ -62,9 +69,12 @@ MEASURED_PATH = "/bench?x=1"
 EG_WRK_TIMEOUT = 30  # s: Express Gateway answers token requests seconds late at 64 connections
 BUSY_WARNING = 0.3  # cores already busy before the benchmark that deserve a warning
 EAGERLY_EXPIRE_DEFAULT = 5  # the upstream-oauth plugin's cache.eagerly_expire default (Kong's)
+BIG_CONNECTIONS = 8  # wrk -c of the 10 MB scenarios: 8 x 10 MiB in flight, not 64
+BIG_WRK_TIMEOUT = 30  # s: wrk --timeout of the 10 MB scenarios (a slow gateway takes > 2 s each)
 
 System = Literal["nginx-direct", "nginx-proxy", "bastion", "express-gateway"]
 Token = Literal["valid", "invalid"]
+Transfer = Literal["download", "upload"]
 
 
 @dataclass(frozen=True)
@@ -84,6 +94,7 @@ class Scenario:
     eagerly_expire: int | None = None  # upstream-oauth cache.eagerly_expire (None: default 5)
     oauth2: bool = False  # Express Gateway's oauth2 policy with JWT access tokens on the pipeline
     issue: bool = False  # the load POSTs client_credentials to Express Gateway's /oauth2/token
+    transfer: Transfer | None = None  # a 10 MiB download (GET /big) or upload (POST /upload)
 
     def plugins(self, idp_port: int | None) -> dict[str, object] | None:
         """The scenario's `plugins:` section (None: proxying only)."""
@@ -123,6 +134,18 @@ SCENARIOS = (
     Scenario("eg-jwt", "express-gateway", oauth2=True, token="valid"),
     Scenario("eg-invalid", "express-gateway", oauth2=True, token="invalid", expect=401),
     Scenario("eg-issue", "express-gateway", oauth2=True, issue=True, path=EG_TOKEN_PATH),
+    *(
+        Scenario(f"{prefix}-{suffix}", system, path=path, transfer=transfer)
+        for transfer, suffix, path in (
+            ("download", "big", BIG_PATH),
+            ("upload", "upload", UPLOAD_PATH),
+        )
+        for prefix, system in (
+            ("nginx-proxy", "nginx-proxy"),
+            ("bastion-1w", "bastion"),
+            ("eg-proxy", "express-gateway"),
+        )
+    ),
 )
 QUICK_SCENARIOS = tuple(s for s in SCENARIOS if s.name in ("bastion-1w", "bastion-oauth-invalid"))
 
@@ -195,6 +218,7 @@ class Run:
     error: str | None = None
     stop: StopResult | None = None
     idp: IdpCount | None = None
+    connections: int | None = None  # wrk -c of the run when not the benchmark's (10 MB: 8)
 
     def problem(self) -> str | None:
         """Why this run does not count as "every request got its expected status", or None."""
@@ -218,6 +242,7 @@ class Run:
             "stop_s": round(self.stop.seconds, 2) if self.stop else None,
             "killed": self.stop.killed if self.stop else [],
             "idp": self.idp.to_json() if self.idp else None,
+            "connections": self.connections,
         }
 
 
@@ -242,10 +267,19 @@ def rotated(scenarios: tuple[Scenario, ...], round_index: int) -> Iterator[Scena
     yield from scenarios[shift:] + scenarios[:shift]
 
 
-def start_upstream(workdir: Path, placement: Placement, use_nginx: bool) -> Server:
-    if use_nginx:
-        return start_nginx(workdir, "upstream", workers=1, cpus=placement.load)
-    return start_pyupstream(workdir, "upstream", cpus=placement.load)
+def start_upstream(
+    workdir: Path, placement: Placement, use_nginx: bool, big: bool = False
+) -> Server:
+    """The upstream; with `big` (a 10 MB scenario runs), also its /big file and /upload sink."""
+    if not use_nginx:
+        if big:
+            raise RuntimeError("the 10 MB scenarios need nginx as the upstream")
+        return start_pyupstream(workdir, "upstream", cpus=placement.load)
+    if big:
+        # nginx's workers run as `nobody` under a root master: they must traverse the temp dir
+        # (mkdtemp makes it 0700) to open the /big file
+        workdir.chmod(0o711)
+    return start_nginx(workdir, "upstream", workers=1, cpus=placement.load, big=big)
 
 
 def start_sut(
@@ -259,7 +293,8 @@ def start_sut(
     if scenario.system == "nginx-direct":
         return start_nginx(workdir, scenario.name, scenario.workers, cpus)
     if scenario.system == "nginx-proxy":
-        return start_nginx(workdir, scenario.name, scenario.workers, cpus, upstream.port)
+        big = scenario.transfer is not None
+        return start_nginx(workdir, scenario.name, scenario.workers, cpus, upstream.port, big)
     if scenario.system == "express-gateway":
         return start_eg(workdir, scenario.name, cpus, upstream.port, scenario.oauth2)
     return start_bastion(
@@ -270,6 +305,7 @@ def start_sut(
         upstream.port,
         access_log=scenario.access_log,
         plugins=scenario.plugins(idp.port if idp else None),
+        max_request_body=BIG_MAX_BODY if scenario.transfer == "upload" else None,
     )
 
 
@@ -281,6 +317,9 @@ def prepare(scenario: Scenario, sut: Server, idp: Server | None = None) -> Reque
     upstream-oauth: the sanity GET must get the upstream's body and make the IdP's first token
     request (the plugin fetched a token for it).
     """
+    if scenario.transfer is not None:
+        sut.check_transfer(scenario.transfer)
+        return transfer_request(scenario, sut.url(scenario.path))
     if isinstance(sut, EgServer):
         return prepare_eg(scenario, sut)
     if scenario.upstream_oauth:
@@ -300,6 +339,20 @@ def prepare(scenario: Scenario, sut: Server, idp: Server | None = None) -> Reque
     headers = (f"Authorization: Bearer {bearer}",)
     sut.check_body(headers, scenario.expect, INVALID_TOKEN_BODY if scenario.expect == 401 else BODY)
     return Request(sut.url(scenario.path), headers, scenario.expect)
+
+
+def transfer_request(scenario: Scenario, url: str) -> Request:
+    """What wrk sends in a 10 MB scenario: GETs of the 10 MiB file, or POSTs of a 10 MiB body
+    (upload.lua), at BIG_CONNECTIONS connections, with a 30 s timeout on every system."""
+    upload = scenario.transfer == "upload"
+    return Request(
+        url,
+        expect=200,
+        content_type="application/octet-stream",
+        timeout_s=BIG_WRK_TIMEOUT,
+        upload_bytes=BIG_SIZE if upload else None,
+        connections=BIG_CONNECTIONS,
+    )
 
 
 def prepare_eg(scenario: Scenario, sut: EgServer) -> Request:
@@ -341,6 +394,7 @@ def run_scenario(scenario: Scenario, round_index: int, opts: Options, env: Envir
         return run
     try:
         request = prepare(scenario, sut, idp)
+        run.connections = request.connections
         if opts.warmup > 0:
             run_load(env.generator, request, opts.warmup, env.placement.load)
             wait_idle(sut.pid)
@@ -372,8 +426,9 @@ def describe_run(run: Run, rounds: int) -> str:
     m = run.measurement
     stop = f"  stop {run.stop.seconds:.1f} s" if run.stop else ""
     idp = f"  IdP requests {run.idp.token_requests}" if run.idp else ""
+    big = f"  {m.load.requests_per_s * BIG_SIZE / 2**20:,.0f} MiB/s" if run.connections else ""
     return (
-        f"{prefix} {m.load.requests_per_s:>9,.0f} req/s  p50 {m.load.p50_ms:6.2f} ms  "
+        f"{prefix} {m.load.requests_per_s:>9,.0f} req/s{big}  p50 {m.load.p50_ms:6.2f} ms  "
         f"p99 {m.load.p99_ms:6.2f} ms  SUT {m.sut_cores:.2f} cores  "
         f"RSS {m.sut.rss_list()} MB  errors {m.load.errors}{stop}{idp}"
     )
@@ -381,7 +436,8 @@ def describe_run(run: Run, rounds: int) -> str:
 
 def run_rounds(opts: Options, tmp: Path, use_nginx: bool, generator: LoadGenerator) -> list[Run]:
     placement = Placement.detect()
-    upstream = start_upstream(tmp, placement, use_nginx)
+    big = any(s.transfer for s in opts.scenarios)
+    upstream = start_upstream(tmp, placement, use_nginx, big)
     idp: Server | None = None
     runs: list[Run] = []
     try:

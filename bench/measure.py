@@ -20,6 +20,7 @@ HERE = Path(__file__).resolve().parent
 SAMPLE_INTERVAL = 0.5  # seconds between RSS samples of the system under test
 STATUS_SCRIPT = HERE / "status.lua"  # wrk counts the answers whose status is not the expected one
 POST_SCRIPT = HERE / "post.lua"  # wrk sends a POST with a body (Express Gateway's token endpoint)
+UPLOAD_SCRIPT = HERE / "upload.lua"  # wrk POSTs a body of N bytes (the 10 MB upload scenarios)
 
 _UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
 
@@ -34,6 +35,8 @@ class Request:
     body: str | None = None  # a POST with this body (and `content_type`); None: a GET
     content_type: str = "application/x-www-form-urlencoded"
     timeout_s: int | None = None  # wrk --timeout (its default is 2 s: slower answers are lost)
+    upload_bytes: int | None = None  # a POST with a body of this many bytes (upload.lua)
+    connections: int | None = None  # wrk -c for this request (None: the generator's, 64)
 
     @property
     def counts_status(self) -> bool:
@@ -141,9 +144,13 @@ class LoadGenerator:
 
     def _wrk(self, request: Request, duration: float) -> list[str]:
         headers = [arg for header in request.headers for arg in ("-H", header)]
-        if request.body is not None and request.counts_status:
+        posts = request.body is not None or request.upload_bytes is not None
+        if posts and request.counts_status:
             raise ValueError("wrk takes one script: a POST must expect a 2xx status")
-        if request.body is not None:
+        if request.upload_bytes is not None:
+            status = ["-s", str(UPLOAD_SCRIPT)]
+            script_args = ["--", str(request.upload_bytes), request.content_type]
+        elif request.body is not None:
             status = ["-s", str(POST_SCRIPT)]
             script_args = ["--", request.body, request.content_type]
         else:
@@ -154,7 +161,7 @@ class LoadGenerator:
         return [
             "wrk",
             f"-t{self.threads}",
-            f"-c{self.connections}",
+            f"-c{request.connections or self.connections}",
             f"-d{seconds}",
             "--latency",
             *timeout,
@@ -165,7 +172,7 @@ class LoadGenerator:
         ]
 
     def _pyload(self, request: Request, duration: float) -> list[str]:
-        if request.body is not None:
+        if request.body is not None or request.upload_bytes is not None:
             raise ValueError("pyload sends GETs only: a POST scenario needs wrk")
         headers = [arg for header in request.headers for arg in ("--header", header)]
         expect = ["--expect", str(request.expect)] if request.counts_status else []
@@ -176,7 +183,7 @@ class LoadGenerator:
             "--duration",
             str(duration),
             "--connections",
-            str(self.connections),
+            str(request.connections or self.connections),
             *headers,
             *expect,
         ]

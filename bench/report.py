@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from systems import eg_package, find_nginx, node_version
+from systems import BIG_SIZE, eg_package, find_nginx, node_version
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -49,6 +49,19 @@ EG = {  # what each Express Gateway scenario sends, and the status it expects
     "eg-invalid": "`GET /bench?x=1` with a wrongly signed JWT: 401, not proxied",
     "eg-issue": "`POST /oauth2/token` client_credentials (form body): 200, a new JWT",
 }
+TRANSFER = {  # issue 7: the 10 MB scenarios, what moves and through what
+    "nginx-proxy-big": ("download", "nginx, `proxy_pass`, 256 KiB buffers, no temp file"),
+    "bastion-1w-big": ("download", "Bastion, 1 worker"),
+    "eg-proxy-big": ("download", "Express Gateway, proxy policy only"),
+    "nginx-proxy-upload": ("upload", "nginx, `proxy_pass`, 256 KiB buffers, not spooled"),
+    "bastion-1w-upload": ("upload", "Bastion, 1 worker, route `max_request_body` 20 MiB"),
+    "eg-proxy-upload": ("upload", "Express Gateway, proxy policy only"),
+}
+TRANSFER_REFS = {  # per direction: the nginx-proxy and Express Gateway references of the round
+    "download": ("nginx-proxy-big", "eg-proxy-big"),
+    "upload": ("nginx-proxy-upload", "eg-proxy-upload"),
+}
+BIG_MIB = BIG_SIZE / 2**20  # MiB moved per request (10)
 EG_TARGET_PROXY = 5.0  # issue 7 point 4: proxy only >= 5x Express Gateway
 EG_TARGET_JWT = 10.0  # protected route >= 10x Express Gateway's JWT route
 EG_TARGET_ISSUE = 100.0  # token issuance >= 100x Express Gateway
@@ -265,6 +278,7 @@ def scenarios_in(runs: list[Run]) -> list[str]:
                 *OAUTH,
                 *UPSTREAM_OAUTH,
                 *EG,
+                *TRANSFER,
             ]
         )
     }
@@ -399,6 +413,17 @@ def headline(runs: list[Run]) -> list[str]:
             + ", ".join(f"`{b}` {ratio_text(r)}x `{e}`" for b, e, r in eg if r)
             + " (see its section for p99, RSS and the targets)."
         )
+    for direction, (nginx, eg) in TRANSFER_REFS.items():
+        ours = next(n for n, (d, _) in TRANSFER.items() if d == direction and "bastion" in n)
+        done = measured(runs, ours)
+        if done:
+            lines.append(
+                f"- 10 MiB {direction} (`{ours}`, 8 connections): "
+                f"{median_of(done, mib_per_s):,.0f} MiB/s, "
+                f"{ratio_text(same_round_ratios(runs, ours, nginx))}x `{nginx}`, "
+                f"{ratio_text(same_round_ratios(runs, ours, eg))}x `{eg}` (same round; see its "
+                "section)."
+            )
     two = same_round_ratios(runs, "bastion-2w", "bastion-1w")
     two_ref = same_round_ratios(runs, "bastion-2w", "nginx-proxy-2w")
     if two:
@@ -794,6 +819,100 @@ def eg_section(runs: list[Run]) -> list[str]:
     ]
 
 
+# --- 10 MB upload and download (issue 7) ---------------------------------------------------
+
+
+def mib_per_s(run: Run) -> float:
+    """Body throughput of a 10 MB run: req/s x 10 MiB, in MiB/s (headers not counted)."""
+    return rps(run) * BIG_MIB
+
+
+def transfer_rows(runs: list[Run]) -> list[list[str]]:
+    """One row per 10 MB scenario that ran: req/s, MiB/s, latency, the same-round ratios to
+    nginx-proxy and to Express Gateway of the same direction, SUT cores, peak RSS, errors."""
+    rows = []
+    for name, (direction, what) in TRANSFER.items():
+        done = measured(runs, name)
+        if not done:
+            continue
+        rates = [rps(r) for r in done]
+        mib = [mib_per_s(r) for r in done]
+        nginx, eg = TRANSFER_REFS[direction]
+        rows.append(
+            [
+                name,
+                direction,
+                what,
+                f"{statistics.median(rates):.1f} ({min(rates):.1f}-{max(rates):.1f})",
+                f"{statistics.median(mib):,.0f} ({min(mib):,.0f}-{max(mib):,.0f})",
+                f"{median_of(done, lambda r: load_field(r, 'p50_ms')):.1f}",
+                f"{median_of(done, p99):.1f}",
+                ratio_text(same_round_ratios(runs, name, nginx)),
+                ratio_text(same_round_ratios(runs, name, eg)),
+                f"{median_of(done, lambda r: r['measurement']['sut_cores']):.2f}",
+                rss_text(peak_rss(done)),
+                str(sum(errors_of(r) for r in done)),
+            ]
+        )
+    return rows
+
+
+def transfer_connections(runs: list[Run]) -> str:
+    """wrk -c of the 10 MB runs, as recorded with each run ("8", or "8, 64" if they differed)."""
+    found = sorted(
+        {int(r.get("connections") or 0) for n in TRANSFER for r in measured(runs, n)} - {0}
+    )
+    return ", ".join(map(str, found)) or "?"
+
+
+def transfer_section(runs: list[Run]) -> list[str]:
+    """Issue 7 point 2: a 10 MiB download and upload through nginx as a proxy, Bastion 1 worker
+    and Express Gateway, in MiB/s and RSS, as same-round ratios to nginx-proxy and to EG."""
+    rows = transfer_rows(runs)
+    if not rows:
+        return []
+    conns = transfer_connections(runs)
+    return [
+        "## 10 MB upload and download (issue 7)",
+        "",
+        "Each system pinned on the SUT core as in the other configs, the same upstream nginx on "
+        "the load core. Download: `GET /big`, which the upstream serves from a 10 MiB file "
+        "(sendfile). Upload: `POST /upload` with a 10 MiB body (`wrk -s bench/upload.lua`, "
+        "`Content-Type: application/octet-stream`); the upstream reads the whole body into "
+        "memory, then answers 200 with the bytes it read. "
+        f"**wrk runs with `-c{conns}`** (not 64: {conns} x 10 MiB in flight) and `--timeout 30s` "
+        "on every system. The sanity request must move the whole 10 MiB (the exact file, or the "
+        "upstream's count of the bytes read).",
+        "",
+        "MiB/s: req/s x 10 MiB (10,485,760 bytes) of body per request, in MiB/s (2^20 bytes; "
+        "x 1.048576 for MB/s), headers not counted. Ratios: the config's req/s (so also MiB/s) "
+        "÷ the reference's in the same round, median (min-max): `x nginx-proxy` against "
+        "`nginx-proxy-big` or `nginx-proxy-upload`, `x EG` against `eg-proxy-big` or "
+        "`eg-proxy-upload`. RSS: peak per process (sampled every 0.5 s; nginx master first), max "
+        "over rounds; the first number is the sum.",
+        "",
+        *table(
+            [
+                "config",
+                "direction",
+                "system",
+                "req/s median (min-max)",
+                "MiB/s median (min-max)",
+                "p50 ms",
+                "p99 ms",
+                "x nginx-proxy",
+                "x EG",
+                "SUT cores",
+                "peak RSS MB",
+                "errors",
+            ],
+            rows,
+            "lllrrrrrrrlr",
+        ),
+        "",
+    ]
+
+
 def render(data: dict[str, Any]) -> str:
     info, runs = data["info"], data["runs"]
     opts, machine, versions = info["options"], info["machine"], info["versions"]
@@ -859,6 +978,7 @@ def render(data: dict[str, Any]) -> str:
         *oauth_section(runs),
         *upstream_oauth_section(runs),
         *eg_section(runs),
+        *transfer_section(runs),
         "## Per round (raw)",
         "",
         'non-2xx: as wrk counts them ("unexpected": answers other than the expected status, '

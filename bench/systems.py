@@ -44,6 +44,15 @@ INVALID_TOKEN_BODY = b"Invalid Jwt token"  # the oauth plugin's 401 body
 IDP_APP = ROOT / "tests" / "e2e" / "idp_app.py"  # the test IdP (issue 6): POST /token, /stats
 IDP_CLIENT_ID = "post-client"  # one of idp_app.DEFAULT_CLIENTS (client_secret_post)
 IDP_CLIENT_SECRET = "post-secret"
+# The 10 MB scenarios (issue 7): a 10 MiB file the upstream serves, a 10 MiB body it must read.
+BIG_SIZE = 10 * 2**20  # bytes of the download and of the upload body: 10 MiB (10,485,760)
+BIG_PATH = "/big"  # the upstream serves BIG_SIZE bytes from a file (sendfile)
+UPLOAD_PATH = "/upload"  # the upstream reads the whole body, then answers 200 with its length
+UPLOAD_SINK_PATH = "/upload-sink"  # the upstream's internal `return 200` the upload ends in
+BIG_MAX_BODY = 20 * 2**20  # body limit set on every system for the upload: 20 MiB
+BIG_FILE = "big.bin"
+BIG_TIMEOUT = 30.0  # seconds for a sanity request that moves 10 MiB
+NGINX_BIG_BUFFER = "256k"  # nginx-proxy's body and proxy buffers in the 10 MB configs
 
 
 def find_nginx() -> str | None:
@@ -167,6 +176,32 @@ class Server:
                 f"sanity GET returned {status} {body[:200]!r}, expected {expect} {expect_body!r}"
             )
 
+    def check_transfer(self, direction: str) -> None:
+        """The sanity request of a 10 MB scenario: `GET /big` must return the upstream's whole
+        file; `POST /upload` with a 10 MiB body must get 200 and the length the upstream read."""
+        try:
+            if direction == "download":
+                status, body = fetch(self.port, BIG_PATH, timeout=BIG_TIMEOUT)
+                ok = status == 200 and body == big_payload()
+            else:
+                headers = ("Content-Type: application/octet-stream",)
+                status, body = fetch(
+                    self.port,
+                    UPLOAD_PATH,
+                    headers,
+                    BIG_TIMEOUT,
+                    method="POST",
+                    body=upload_payload(),
+                )
+                ok = status == 200 and upload_read(body) >= BIG_SIZE
+        except OSError as exc:
+            raise self.fail(f"sanity {direction} failed: {exc}") from None
+        if not ok:
+            raise self.fail(
+                f"sanity {direction} returned {status}, {len(body):,} bytes {body[:100]!r}; "
+                f"expected 200 and {BIG_SIZE:,} bytes moved"
+            )
+
     def stop(self, grace: float = STOP_GRACE) -> StopResult:
         """SIGTERM by pid, SIGKILL after `grace`; then SIGKILL children it left, each by pid."""
         children = tree(self.proc.pid)[1:]
@@ -257,18 +292,98 @@ def _return_body_block() -> str:
         }}"""
 
 
-def _proxy_block() -> str:
-    return """        location / {
+def _proxy_block(big: bool = False) -> str:
+    """nginx as a reverse proxy; with `big` (the 10 MB scenarios), a 20 MiB body limit, request
+    bodies streamed as they arrive (not spooled to a temp file first) and answers relayed through
+    its memory buffers only (no temp file): the same streaming job as Bastion's. Its buffers are
+    256 KiB, like Bastion's (uvloop reads up to 256 KiB at a time; its write buffer pauses the
+    other side at 256 KiB): with nginx's defaults (4 KiB proxy buffers, 16 KiB body buffer) the
+    download measured half as fast (bench/README.md)."""
+    extra = (
+        f"""
+            client_max_body_size {BIG_MAX_BODY // 2**20}m;
+            client_body_buffer_size {NGINX_BIG_BUFFER};
+            proxy_request_buffering off;
+            proxy_buffer_size {NGINX_BIG_BUFFER};
+            proxy_buffers 4 {NGINX_BIG_BUFFER};
+            proxy_max_temp_file_size 0;"""
+        if big
+        else ""
+    )
+    return f"""        location / {{
             proxy_pass http://backend;
             proxy_http_version 1.1;
+            proxy_set_header Connection "";{extra}
+        }}"""
+
+
+def big_payload() -> bytes:
+    """The 10 MiB file the upstream serves on BIG_PATH."""
+    return bytes(range(256)) * (BIG_SIZE // 256)
+
+
+def upload_payload() -> bytes:
+    """The 10 MiB upload body (what upload.lua sends: BIG_SIZE times "x")."""
+    return b"x" * BIG_SIZE
+
+
+def upload_read(body: bytes) -> int:
+    """The request length the upstream's upload location read (head + body), from its answer."""
+    try:
+        return int(body.strip() or b"0")
+    except ValueError:
+        return 0
+
+
+def big_upstream_blocks(prefix: Path, port: int) -> str:
+    """The upstream's locations of the 10 MB scenarios.
+
+    `GET /big`: BIG_SIZE bytes from `prefix`/big.bin with sendfile. `POST /upload`: nginx only
+    reads a body for a module that asks for it (`return` discards it, and may answer before the
+    body has arrived), so the location proxies: proxy_pass reads the whole body into memory
+    (client_body_buffer_size 16m, no temp file) before it connects, then sends a body-less request
+    to this same server's `return 200` sink, passing `$request_length` (head + body bytes read),
+    which the sink answers as its body: proof that the whole body was read.
+    """
+    mib = 2**20
+    return f"""        location = {BIG_PATH} {{
+            alias {prefix}/{BIG_FILE};
+            default_type application/octet-stream;
+            sendfile on;
+        }}
+        location = {UPLOAD_PATH} {{
+            client_max_body_size {BIG_MAX_BODY // mib}m;
+            client_body_buffer_size 16m;
+            proxy_pass http://sink{UPLOAD_SINK_PATH};
+            proxy_http_version 1.1;
             proxy_set_header Connection "";
-        }"""
+            proxy_pass_request_body off;
+            proxy_set_header Content-Length "";
+            proxy_set_header X-Request-Length $request_length;
+        }}
+        location = {UPLOAD_SINK_PATH} {{
+            allow 127.0.0.1;
+            deny all;
+            default_type text/plain;
+            return 200 "$http_x_request_length\\n";
+        }}"""
+
+
+def sink_upstream(port: int) -> str:
+    """The keep-alive pool of the upstream's upload location to its own sink."""
+    return f"    upstream sink {{\n        server 127.0.0.1:{port};\n        keepalive 16;\n    }}"
 
 
 def start_nginx(
-    workdir: Path, name: str, workers: int, cpus: str | None, upstream_port: int | None = None
+    workdir: Path,
+    name: str,
+    workers: int,
+    cpus: str | None,
+    upstream_port: int | None = None,
+    big: bool = False,
 ) -> Server:
-    """nginx answering BODY itself, or proxying to `upstream_port` when it is given."""
+    """nginx answering BODY itself, or proxying to `upstream_port` when it is given; with `big`,
+    the 10 MB scenarios' locations (the upstream) or body limit and streaming (the proxy)."""
     nginx = find_nginx()
     if nginx is None:
         raise RuntimeError("nginx is not installed (apt-get install -y nginx)")
@@ -276,14 +391,18 @@ def start_nginx(
     (prefix / "tmp").mkdir(parents=True)
     prefix.chmod(0o755)  # workers run as `nobody` when the master is root
     port = free_port()
-    if upstream_port is None:
+    if upstream_port is None and big:
+        (prefix / BIG_FILE).write_bytes(big_payload())
+        block = f"{_return_body_block()}\n{big_upstream_blocks(prefix, port)}"
+        conf = nginx_conf(prefix, port, workers, block, http_extra=sink_upstream(port))
+    elif upstream_port is None:
         conf = nginx_conf(prefix, port, workers, _return_body_block())
     else:
         upstream = (
             f"    upstream backend {{\n        server 127.0.0.1:{upstream_port};\n"
             f"        keepalive {NGINX_UPSTREAM_KEEPALIVE};\n    }}"
         )
-        conf = nginx_conf(prefix, port, workers, _proxy_block(), http_extra=upstream)
+        conf = nginx_conf(prefix, port, workers, _proxy_block(big), http_extra=upstream)
     conf_path = prefix / "nginx.conf"
     conf_path.write_text(conf)
     command = [
@@ -329,14 +448,18 @@ def bastion_config(
     access_log: bool,
     store: Path | None = None,
     plugins: dict[str, object] | None = None,
+    max_request_body: int | None = None,
 ) -> dict[str, object]:
     """One service, one catch-all route; with `plugins`, those plugins and `store` (a SQLite
-    file) as the gateway's store."""
+    file) as the gateway's store; with `max_request_body`, the route's own body limit."""
+    route: dict[str, object] = {"name": "all", "path": "/", "service": "upstream"}
+    if max_request_body is not None:
+        route["limits"] = {"max_request_body": max_request_body}
     config: dict[str, object] = {
         "listen": f"127.0.0.1:{port}",
         "access_log": access_log,
         "services": [{"name": "upstream", "url": f"http://127.0.0.1:{upstream_port}"}],
-        "routes": [{"name": "all", "path": "/", "service": "upstream"}],
+        "routes": [route],
     }
     if store is not None:
         config["store"] = f"sqlite:///{store}"
@@ -353,18 +476,19 @@ def start_bastion(
     upstream_port: int,
     access_log: bool,
     plugins: dict[str, object] | None = None,
+    max_request_body: int | None = None,
 ) -> Server:
     """`bastion run -c CONFIG --workers N` in its own temp dir; ready when /healthz answers 200.
 
     With `plugins` (oauth_plugin(), upstream_oauth_plugin()), the config has them and its store
-    is a SQLite file in that dir.
+    is a SQLite file in that dir; `max_request_body` is the route's body limit (the upload).
     """
     cwd = workdir / name
     cwd.mkdir(parents=True)
     port = free_port()
     config_path = cwd / "bastion.yaml"
     store = cwd / "bench.db" if plugins else None
-    config = bastion_config(port, upstream_port, access_log, store, plugins)
+    config = bastion_config(port, upstream_port, access_log, store, plugins, max_request_body)
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     command = [
         *pinned(cpus),
