@@ -37,10 +37,26 @@ class UpstreamTimeout(UpstreamError):
     """No response head within the service's timeout."""
 
 
+def _content_length(headers: list[Header]) -> int:
+    """The body length a response head declares, or -1 when its body is framed otherwise
+    (chunked, until close) or the head is ambiguous (llhttp refuses conflicting lengths)."""
+    length = -1
+    for name, value in headers:
+        if len(name) == 14 and name.lower() == b"content-length":
+            value = value.strip()
+            if not value.isdigit() or length >= 0:
+                return -1
+            length = int(value)
+        elif len(name) == 17 and name.lower() == b"transfer-encoding":
+            return -1
+    return length
+
+
 class UpstreamConnection(asyncio.Protocol):
     """One TCP (or TLS) connection to an upstream; see the module docstring."""
 
     __slots__ = (
+        "body_left",
         "deadline",
         "exchange",
         "got_bytes",
@@ -76,6 +92,9 @@ class UpstreamConnection(asyncio.Protocol):
         self.response_done = False
         self.tunnel = False
         self.paused = False
+        # bytes of a Content-Length body still to come; -1: the body is not one (chunked, until
+        # close, none). Past the first read they bypass llhttp (its on_body copies every chunk)
+        self.body_left = -1
 
     # --- asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -99,6 +118,9 @@ class UpstreamConnection(asyncio.Protocol):
         self.got_bytes = True
         if ex.corked is None:  # what this read brings leaves for the client in one write
             ex.corked = []
+        if self.body_left > 0 and self.status >= 200 and not self.response_done:
+            self._body_bytes(ex, data)
+            return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -166,6 +188,9 @@ class UpstreamConnection(asyncio.Protocol):
             return
         self.status = status
         self.keep_alive = self.parser.should_keep_alive()
+        self.body_left = -1
+        if status != 101 and not self.head_request and status not in (204, 304):
+            self.body_left = _content_length(self.headers)
         ex = self.exchange
         if ex is None:
             return
@@ -177,6 +202,8 @@ class UpstreamConnection(asyncio.Protocol):
             self._message_done()
 
     def on_body(self, body: bytes) -> None:
+        if self.body_left > 0:
+            self.body_left -= len(body)
         ex = self.exchange
         if ex is not None and not self.response_done:
             if self.deadline:
@@ -188,6 +215,26 @@ class UpstreamConnection(asyncio.Protocol):
             return  # the end of an interim 1xx response, of a 101 (a tunnel follows), or of HEAD
         self._message_done()
 
+    def _body_bytes(self, ex: Exchange, data: bytes) -> None:
+        """The rest of a Content-Length body, counted here instead of parsed: llhttp has seen
+        the head (and checked its framing), so only the length is left to enforce."""
+        try:
+            left = self.body_left
+            chunk = data if len(data) <= left else data[:left]
+            self.body_left = left - len(chunk)
+            if self.deadline:
+                self.deadline = self.pool.loop.time() + self.pool.timeout
+            ex.upstream_body(chunk)
+            if self.body_left == 0:
+                if len(data) > len(chunk):
+                    self.close()  # bytes after the response: a confused upstream, never reused
+                # llhttp was left mid-body: a fresh parser for the next response
+                self.parser = httptools.HttpResponseParser(self)
+                self.body_left = -1
+                self._message_done()
+        finally:
+            ex.uncork()
+
     # --- used by the exchange
     def send(self, exchange: Exchange, head: bytes, head_request: bool) -> None:
         """Send a request head; the exchange is called back with what comes of it."""
@@ -197,6 +244,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.status = 0
         self.got_bytes = False
         self.response_done = False
+        self.body_left = -1
         self.head_request = head_request
         self.deadline = 0.0
         self.transport.write(head)
