@@ -7,13 +7,8 @@ import asyncio
 
 import pytest
 
-from bastion.config.loader import load_config_text
-from bastion.gateway.connection import ClientConnection
-from bastion.gateway.runtime import build_runtime
-from bastion.gateway.server import Worker
 from bastion.gateway.upstream import UpstreamConnection, _content_length
-from bastion.ops.metrics import Metrics
-from tests.gateway.test_pipeline_faults import FakeTransport
+from tests.gateway.harness import wire
 
 CONFIG = """
 access_log: false
@@ -29,24 +24,14 @@ def exchange(pieces: list[bytes], requests: int = 1) -> tuple[bytes, UpstreamCon
     the pool still holds it)."""
 
     async def scenario() -> tuple[bytes, UpstreamConnection, bool]:
-        config = load_config_text(CONFIG)
-        worker = Worker.__new__(Worker)
-        worker.config, worker.loop = config, asyncio.get_running_loop()
-        worker.metrics, worker.connections, worker.draining = Metrics(), set(), False
-        worker.runtime = await build_runtime(config, worker.loop)
-        pool = worker.runtime.pools["up"]
-        upstream = UpstreamConnection(pool)
-        upstream.connection_made(FakeTransport())  # type: ignore[arg-type]
-        pool.idle.append(upstream)
-        client = ClientConnection(worker, "http")
-        client_transport = FakeTransport()
-        client.connection_made(client_transport)  # type: ignore[arg-type]
+        wired = await wire(CONFIG, "up")
         for _ in range(requests):
-            client.data_received(b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n")
+            wired.client.data_received(b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n")
         for piece in pieces:
-            upstream.data_received(piece)
+            wired.upstream.data_received(piece)
             await asyncio.sleep(0)
-        return b"".join(client_transport.out), upstream, upstream in pool.idle
+        got = b"".join(wired.client_transport.out)
+        return got, wired.upstream, wired.upstream in wired.pool.idle
 
     return asyncio.run(scenario())
 

@@ -91,10 +91,8 @@ class RequestContext:
         """Send `name: value` upstream, replacing any value the client sent (and the gateway's
         own Host, X-Forwarded-* or X-Request-Id)."""
         _check_value(value)
-        if self.upstream_set is None:
-            self.upstream_set = {}
         raw = name.encode("latin-1")
-        self.upstream_set[raw.lower()] = (raw, value.encode("latin-1"))
+        self.set_upstream_pair(raw.lower(), (raw, value.encode("latin-1")))
 
     def set_upstream_pair(self, low: bytes, pair: Header) -> None:
         """set_upstream_header for a header built and checked at config load: `low` is its

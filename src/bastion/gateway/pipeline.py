@@ -72,11 +72,28 @@ def _run_plugins_now(worker: Worker, ex: Exchange) -> None:
             return
         if answer is not None:
             assert isinstance(answer, Response)
-            _with_response_headers(ex, answer)
-            ex.send_response(answer)
-            _finish(ex)
+            _answer(ex, answer)
             return
-    _forward(ex)
+    _plugins_passed(ex)
+
+
+def _answer(ex: Exchange, response: Response) -> None:
+    """A plugin answered the request itself: send its response; nothing goes upstream."""
+    _with_response_headers(ex, response)
+    ex.send_response(response)
+    _finish(ex)
+
+
+def _plugins_passed(ex: Exchange) -> None:
+    """Every request step let the request go on: forward it (unless nobody is left to answer,
+    or it was a plugin endpoint that did not answer)."""
+    if ex.conn.closed:
+        _finish(ex)
+    elif ex.route is None:
+        ex.send_response(NO_ROUTE)
+        _finish(ex)
+    else:
+        _forward(ex)
 
 
 def _split_target(target: bytes) -> tuple[bytes, bytes, bytes | None]:
@@ -144,17 +161,9 @@ async def _run_plugins(ex: Exchange, first: int = 0) -> None:
         for step in chain.request[first:] if first else chain.request:
             answer = await step.on_request(ctx)
             if answer is not None:
-                _with_response_headers(ctx, answer)
-                ex.send_response(answer)
-                _finish(ex)
+                _answer(ex, answer)
                 return
-        if ex.conn.closed:
-            _finish(ex)
-        elif ex.route is None:  # an endpoint step that did not answer
-            ex.send_response(NO_ROUTE)
-            _finish(ex)
-        else:
-            _forward(ex)
+        _plugins_passed(ex)
     except BodyTooLarge:
         ex.send_response(json_error(413, "request_too_large", close=True))
         _finish(ex)

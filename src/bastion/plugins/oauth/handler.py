@@ -24,7 +24,6 @@ from bastion.plugins.oauth.tokens import InvalidToken, TokenCodec, VerifiedToken
 CONSUMER_HEADER = "X-Mse-Consumer"
 JWKS_PATH = "/.well-known/jwks.json"  # SPEC §11
 _CONSUMER_KEY = CONSUMER_HEADER.lower().encode()
-_OK = ("oauth", "ok")
 _INVALID = "Invalid Jwt token"  # reference 000 "Error codes"
 _DENIED = "Access Denied"
 _INVALID_BODY = _INVALID.encode()
@@ -117,8 +116,7 @@ class OAuthStep(Step):
             denied = self._denied(ctx, verified)
             if denied is not None:
                 return denied
-        auth = self.metrics.auth
-        auth[_OK] = auth.get(_OK, 0) + 1  # metrics.auth_outcome("oauth", "ok"), inlined
+        self.metrics.auth_outcome("oauth", "ok")
         ctx.consumer = verified.consumer
         ctx.set_upstream_pair(_CONSUMER_KEY, self.consumer_headers[verified.consumer])
         # only the verified token goes upstream: a repeated header, or its `_` spelling (which
