@@ -95,6 +95,7 @@ class Scenario:
     oauth2: bool = False  # Express Gateway's oauth2 policy with JWT access tokens on the pipeline
     issue: bool = False  # the load POSTs client_credentials to Express Gateway's /oauth2/token
     transfer: Transfer | None = None  # a 10 MiB download (GET /big) or upload (POST /upload)
+    source: bool = False  # Bastion's hot path from its Python source (BASTION_PURE_PYTHON=1)
 
     def plugins(self, idp_port: int | None) -> dict[str, object] | None:
         """The scenario's `plugins:` section (None: proxying only)."""
@@ -116,6 +117,7 @@ SCENARIOS = (
     Scenario("nginx-direct", "nginx-direct"),
     Scenario("nginx-proxy", "nginx-proxy"),
     Scenario("bastion-1w", "bastion"),
+    Scenario("bastion-1w-source", "bastion", source=True),
     Scenario("bastion-1w-log", "bastion", access_log=True),
     Scenario("nginx-proxy-2w", "nginx-proxy", workers=2),
     Scenario("bastion-2w", "bastion", workers=2),
@@ -306,6 +308,7 @@ def start_sut(
         access_log=scenario.access_log,
         plugins=scenario.plugins(idp.port if idp else None),
         max_request_body=BIG_MAX_BODY if scenario.transfer == "upload" else None,
+        source=scenario.source,
     )
 
 

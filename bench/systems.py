@@ -222,13 +222,16 @@ class Server:
         return StopResult(time.monotonic() - started, killed)
 
 
-def spawn(name: str, command: list[str], cwd: Path, port: int) -> Server:
+def spawn(
+    name: str, command: list[str], cwd: Path, port: int, env: dict[str, str] | None = None
+) -> Server:
     """Start `command` in its own session (a Ctrl-C reaches only us; we stop it by pid)."""
     log_path = cwd / f"{name}.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             command,
             cwd=cwd,
+            env=env,
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -477,8 +480,10 @@ def start_bastion(
     access_log: bool,
     plugins: dict[str, object] | None = None,
     max_request_body: int | None = None,
+    source: bool = False,
 ) -> Server:
     """`bastion run -c CONFIG --workers N` in its own temp dir; ready when /healthz answers 200.
+    `source`: the hot path runs from its Python source, not its mypyc build (gateway/hot_path.py).
 
     With `plugins` (oauth_plugin(), upstream_oauth_plugin()), the config has them and its store
     is a SQLite file in that dir; `max_request_body` is the route's body limit (the upload).
@@ -499,7 +504,8 @@ def start_bastion(
         "--workers",
         str(workers),
     ]
-    return _started(spawn(name, command, cwd, port), ready="/healthz")
+    env = {**os.environ, "BASTION_PURE_PYTHON": "1" if source else "0"}
+    return _started(spawn(name, command, cwd, port, env), ready="/healthz")
 
 
 # --- oauth tokens ------------------------------------------------------------------------------

@@ -18,6 +18,12 @@ ensure_venv() {
   fi
 }
 
+# the mypyc-compiled hot path (src/bastion/gateway/hot_path.py): rebuilt when a source changed;
+# without a C compiler the source runs, slower
+ensure_compiled() {
+  "$VENV/bin/python" "$ROOT/scripts/build_hot_path.py" --if-stale
+}
+
 # apt packages by the command they provide: install the missing ones (needs root)
 ensure_system() {
   local missing=() pair cmd pkg

@@ -119,8 +119,7 @@ class ClientConnection(asyncio.Protocol):
             self._upgrade(data[exc.args[0] :] if exc.args else b"")
             return
         except httptools.HttpParserCallbackError:
-            if self.error is None:
-                self._framing_error(json_error(400, _BAD, "invalid request", close=True))
+            self._callback_failed()
         except httptools.HttpParserError as exc:
             self._framing_error(json_error(400, _BAD, _parser_message(exc), close=True))
             return
@@ -311,6 +310,12 @@ class ClientConnection(asyncio.Protocol):
         ex = self.active or (self.queue[-1] if self.queue else None)
         if rest and ex is not None and ex.upgrade:
             ex.tunnel_from_client(rest)
+
+    def _callback_failed(self) -> None:
+        """A callback stopped the parser. Its reason is recorded, unless it was a bug. (A method
+        of its own: in data_received, `self.error` is known to be None, but a callback sets it.)"""
+        if self.error is None:
+            self._framing_error(json_error(400, _BAD, "invalid request", close=True))
 
     def _framing_error(self, response: Response) -> None:
         """Malformed or over-limit input: answer now if idle, else after the active response."""

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from mypy_extensions import mypyc_attr
+
 if TYPE_CHECKING:
     from bastion.gateway.runtime import RouteRuntime, Runtime
 
 Header = tuple[bytes, bytes]
 
 
+# a plugin's unit tests may subclass it (a fixed body, say), though it is compiled with the hot path
+@mypyc_attr(allow_interpreted_subclasses=True)
 class RequestContext:
     """One request as the pipeline and the plugins see it; plugins talk to each other only here.
 

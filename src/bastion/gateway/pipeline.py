@@ -10,7 +10,7 @@ calls back into on_response_head, on_upstream_failure and complete.
 from __future__ import annotations
 
 import ssl
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httptools
 
@@ -101,7 +101,9 @@ def _split_target(target: bytes) -> tuple[bytes, bytes, bytes | None]:
     absolute-form (RFC 9112 §3.2.2), or a path with a `#fragment` (dropped)."""
     if target[:1] != b"/":
         if target.startswith((b"http://", b"https://")):
-            url = httptools.parse_url(target)
+            # Any: the stub types the fields as bytes and int, but an absent part is None (and
+            # the compiled hot path checks declared types)
+            url: Any = httptools.parse_url(target)
             authority = url.host + (b":%d" % url.port if url.port else b"")
             return url.path or b"/", url.query or b"", authority
         raise BadPath("the request target must be a path")

@@ -23,6 +23,7 @@ from bastion.config.fields import parse_host_port
 from bastion.config.loader import load_config
 from bastion.config.model import Config
 from bastion.errors import ConfigError
+from bastion.gateway import hot_path
 from bastion.gateway.connection import ClientConnection
 from bastion.gateway.pipeline import health_body
 from bastion.gateway.runtime import Runtime, build_runtime
@@ -166,7 +167,10 @@ class Worker:
                 self._spawn(
                     watch_file(self.config_path, self.loaded_signature, self.reload, lambda: True)
                 )
-        LOG.info("listening", listen=self.config.listen_addresses, pid=os.getpid())
+        LOG.info(
+            "listening", listen=self.config.listen_addresses, pid=os.getpid(),
+            hot_path=hot_path.MODE, **({"why": hot_path.WHY_SOURCE} if hot_path.WHY_SOURCE else {}),
+        )  # fmt: skip
 
     def _spawn(self, coro: Any) -> None:
         task = self.loop.create_task(coro)
