@@ -5,7 +5,10 @@ request head to the client side and the upstream's answer to the upstream side, 
 event loop would, and checks that a response came out. It isolates the Python work of the hot
 path from the kernel and the event loop (see PROFILE.md). Usage:
 
-    .venv/bin/python bench/python_path.py [--requests N] [--access-log] [--profile]
+    .venv/bin/python bench/python_path.py [--requests N] [--access-log] [--oauth] [--profile]
+
+--oauth puts the oauth plugin on the route (bench/systems.py's, a SQLite store in a temporary
+folder) and sends a valid token it issued: the cost of a protected route with a cached token.
 """
 
 from __future__ import annotations
@@ -15,10 +18,14 @@ import asyncio
 import cProfile
 import os
 import pstats
+import re
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import uvloop
+from systems import OAUTH_CLIENT_ID, OAUTH_CLIENT_SECRET, TOKEN_PATH
 
 from bastion.config.loader import load_config_text
 from bastion.gateway.connection import ClientConnection
@@ -34,9 +41,15 @@ access_log: {access_log}
 services: [{{name: upstream, url: "http://127.0.0.1:2"}}]
 routes: [{{name: all, path: /, service: upstream}}]
 """
-REQUEST = (
-    b"GET /bench?x=1 HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: wrk\r\nAccept: */*\r\n\r\n"
-)
+OAUTH_CONFIG = """
+store: sqlite:///{store}
+plugins:
+  oauth:
+    global_auth: true
+    consumers: [{{name: bench, client_id: {client_id}, client_secret: {client_secret}}}]
+"""
+HEAD = b"GET %b HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: wrk\r\nAccept: */*\r\n%b\r\n"
+REQUEST = HEAD % (b"/bench?x=1", b"")
 RESPONSE = (
     b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Mon, 23 Nov 2026 05:00:00 GMT\r\n"
     b"Content-Type: application/json\r\nContent-Length: 95\r\nConnection: keep-alive\r\n\r\n"
@@ -50,9 +63,11 @@ class FakeTransport:
 
     def __init__(self) -> None:
         self.written = 0
+        self.last = b""
 
     def write(self, data: bytes) -> None:
         self.written += 1
+        self.last = data
 
     def set_write_buffer_limits(self, high: int, low: int) -> None:
         pass
@@ -73,8 +88,14 @@ class FakeTransport:
         pass
 
 
-async def measure(requests: int, access_log: bool, profile: bool) -> None:
-    config = load_config_text(CONFIG.format(access_log=str(access_log).lower()))
+async def measure(requests: int, access_log: bool, oauth: bool, profile: bool) -> None:
+    text = CONFIG.format(access_log=str(access_log).lower())
+    if oauth:
+        store = Path(tempfile.mkdtemp(prefix="python-path-")) / "store.db"
+        text += OAUTH_CONFIG.format(
+            store=store, client_id=OAUTH_CLIENT_ID, client_secret=OAUTH_CLIENT_SECRET
+        )
+    config = load_config_text(text)
     LOG.__init__(open(os.devnull, "wb"))  # noqa: SIM115 - access lines go nowhere, as fast as can be
     worker = Worker.__new__(Worker)  # the parts of a Worker the data path uses, no listeners
     worker.config, worker.loop = config, asyncio.get_running_loop()
@@ -88,19 +109,31 @@ async def measure(requests: int, access_log: bool, profile: bool) -> None:
     client_transport = FakeTransport()
     client.connection_made(client_transport)  # type: ignore[arg-type]
 
-    def one() -> None:
-        client.data_received(REQUEST)
-        upstream.data_received(RESPONSE)
+    request = REQUEST
+    if oauth:  # a token from the plugin's own endpoint (its answer needs the store: awaited)
+        client.data_received(HEAD % (TOKEN_PATH.encode(), b""))
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if b"access_token" in client_transport.last:
+                break
+        found = re.search(rb'"access_token":"([^"]+)"', client_transport.last)
+        assert found, client_transport.last
+        request = HEAD % (b"/bench?x=1", b"Authorization: Bearer %b\r\n" % found[1])
 
-    for _ in range(2000):  # warm-up
-        one()
+    async def run(count: int) -> None:
+        for _ in range(count):
+            client.data_received(request)
+            while upstream.exchange is None:  # a plugin went on in a task (the store, ~1/s)
+                await asyncio.sleep(0)
+            upstream.data_received(RESPONSE)
+
+    await run(2000)  # warm-up
     before = client_transport.written
     profiler = cProfile.Profile() if profile else None
     if profiler:
         profiler.enable()
     start = time.perf_counter()
-    for _ in range(requests):
-        one()
+    await run(requests)
     elapsed = time.perf_counter() - start
     if profiler:
         profiler.disable()
@@ -113,10 +146,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=30000)
     parser.add_argument("--access-log", action="store_true")
+    parser.add_argument("--oauth", action="store_true", help="a route protected by oauth")
     parser.add_argument("--profile", action="store_true", help="cProfile (slows it down)")
     args = parser.parse_args()
     uvloop.install()
-    asyncio.run(measure(args.requests, args.access_log, args.profile))
+    asyncio.run(measure(args.requests, args.access_log, args.oauth, args.profile))
 
 
 if __name__ == "__main__":

@@ -49,7 +49,7 @@ def main() -> int:
     reason = hot_path.stale_reason()
     if args.if_stale and reason is None:
         return 0
-    paths = [f"src/bastion/gateway/{name}.py" for name in hot_path.MODULES]
+    paths = [str(hot_path.source_path(module).relative_to(ROOT)) for module in hot_path.MODULES]
     print(f"compiling the hot path with mypyc ({reason or 'rebuild'}) ...", file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="bastion-mypyc-") as temp:
         setup = Path(temp) / "setup.py"
@@ -61,12 +61,19 @@ def main() -> int:
         env = {**os.environ, "MYPYC_OPT_LEVEL": "3"}
         done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
         shutil.rmtree(ROOT / "build", ignore_errors=True)  # mypyc's generated C
+    if done.returncode == 0:
+        # a build that compiles but cannot be imported would stop every command: try it first
+        modules = ", ".join(f"bastion.{module}" for module in hot_path.MODULES)
+        check = "from bastion.gateway.hot_path import MODE\nassert MODE == 'compiled'"
+        code = f"import {modules}\n{check}"
+        done = subprocess.run(
+            [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True
+        )
     if done.returncode != 0:
         for path in hot_path.extension_paths():
-            path.unlink(missing_ok=True)  # never a half build
+            path.unlink(missing_ok=True)  # never a half or broken build
         tail = "\n".join((done.stdout + done.stderr).splitlines()[-15:])
         print(f"{tail}\nnote: the hot path was not compiled; the source runs", file=sys.stderr)
-        return 0
     return 0
 
 

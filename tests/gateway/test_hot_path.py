@@ -20,11 +20,12 @@ SUFFIX = hot_path.SUFFIX
 @pytest.fixture
 def folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A stand-in for gateway/: the sources of every module, no build yet."""
-    monkeypatch.setattr(hot_path, "FOLDER", tmp_path)
+    monkeypatch.setattr(hot_path, "PACKAGE_ROOT", tmp_path)
     monkeypatch.delenv("BASTION_PURE_PYTHON", raising=False)
     past = time.time() - 100
-    for name in hot_path.MODULES:
-        source = tmp_path / f"{name}.py"
+    for module in hot_path.MODULES:
+        source = hot_path.source_path(module)
+        source.parent.mkdir(exist_ok=True)
         source.write_text("")
         os.utime(source, (past, past))
     return tmp_path
@@ -43,7 +44,8 @@ def test_no_build_runs_the_source(folder: Path) -> None:
 def test_a_complete_fresh_build_runs(folder: Path) -> None:
     build(folder)
     assert hot_path.stale_reason() is None
-    assert [p.name for p in hot_path.extension_paths()][-1] == f"_hot_path__mypyc{SUFFIX}"
+    group = hot_path.extension_paths()[-1]
+    assert group == folder / "gateway" / f"_hot_path__mypyc{SUFFIX}"
 
 
 def test_a_missing_part_runs_the_source(folder: Path) -> None:
@@ -54,8 +56,8 @@ def test_a_missing_part_runs_the_source(folder: Path) -> None:
 def test_a_source_newer_than_its_build_runs_the_source(folder: Path) -> None:
     build(folder)
     future = time.time() + 10
-    os.utime(folder / "exchange.py", (future, future))
-    assert hot_path.stale_reason() == "exchange.py changed since the build"
+    os.utime(folder / "gateway" / "exchange.py", (future, future))
+    assert hot_path.stale_reason() == "gateway/exchange.py changed since the build"
 
 
 def test_the_override_runs_the_source(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -68,7 +70,7 @@ def module_files(env: dict[str, str]) -> dict[str, str]:
     code = (
         "import json, importlib\n"
         "from bastion.gateway import hot_path\n"
-        "files = {n: importlib.import_module('bastion.gateway.' + n).__file__"
+        "files = {n: importlib.import_module('bastion.' + n).__file__"
         " for n in hot_path.MODULES}\n"
         "print(json.dumps({'mode': hot_path.MODE, **files}))\n"
     )

@@ -29,7 +29,7 @@ SAMPLE_CONFIGS: dict[str, dict[str, Any]] = {
     },
 }
 
-REGISTERED = sorted(PLUGINS.items())
+REGISTERED = [(name, plugin_class(name)) for name in sorted(PLUGINS)]
 IDS = [name for name, _ in REGISTERED]
 
 

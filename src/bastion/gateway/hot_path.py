@@ -10,35 +10,40 @@ none: compiled modules call each other directly, past the import system.
 
 from __future__ import annotations
 
-import importlib.machinery
-import importlib.util
 import os
 import sys
-from importlib.abc import MetaPathFinder
+from importlib.machinery import EXTENSION_SUFFIXES, ModuleSpec, SourceFileLoader
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
-    from importlib.machinery import ModuleSpec
     from types import ModuleType
 
-#: the gateway modules a request walks through (PROFILE.md), compiled as one group
-MODULES = ("connection", "context", "exchange", "forwarding", "pipeline", "upstream")
+#: the modules a request walks through (PROFILE.md), compiled as one group; under `bastion`
+MODULES = (
+    "gateway.access_log", "gateway.connection", "gateway.context", "gateway.exchange",
+    "gateway.forwarding", "gateway.pipeline", "gateway.request_head", "gateway.responses",
+    "gateway.routing", "gateway.upstream",
+)  # fmt: skip
 #: the module name of the group's shared library (mypycify's group_name)
 GROUP = "bastion.gateway._hot_path"
-PACKAGE = "bastion.gateway"
-FOLDER = Path(__file__).resolve().parent
-SUFFIX = importlib.machinery.EXTENSION_SUFFIXES[0]  # this interpreter's, e.g. .cpython-311-…so
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # src/bastion
+SUFFIX = EXTENSION_SUFFIXES[0]  # this interpreter's, e.g. .cpython-311-…so
 
 COMPILED = "compiled"
 SOURCE = "source"
 
 
+def source_path(module: str) -> Path:
+    return PACKAGE_ROOT.joinpath(*module.split(".")).with_suffix(".py")
+
+
 def extension_paths() -> list[Path]:
     """The files a complete build consists of: one extension per module, and the group's."""
-    paths = [FOLDER / f"{name}{SUFFIX}" for name in MODULES]
-    return [*paths, FOLDER / f"{GROUP.rsplit('.', 1)[1]}__mypyc{SUFFIX}"]
+    paths = [source_path(module).with_suffix(SUFFIX) for module in MODULES]
+    group = GROUP.removeprefix("bastion.") + "__mypyc"
+    return [*paths, PACKAGE_ROOT.joinpath(*group.split(".")).with_suffix(SUFFIX)]
 
 
 def stale_reason() -> str | None:
@@ -51,22 +56,28 @@ def stale_reason() -> str | None:
     if len(built) < len(MODULES) + 1:
         return "the build is incomplete"
     oldest = min(path.stat().st_mtime for path in built)
-    for name in MODULES:
-        if (FOLDER / f"{name}.py").stat().st_mtime > oldest:
-            return f"{name}.py changed since the build"
+    for module in MODULES:
+        if source_path(module).stat().st_mtime > oldest:
+            return f"{module.replace('.', '/')}.py changed since the build"
     return None
 
 
-class _SourceFinder(MetaPathFinder):
-    """Imports the hot-path modules from their `.py` files, past their extensions."""
+class _SourceFinder:
+    """A sys.meta_path finder: the hot-path modules from their `.py` files, past their extensions.
+    (importlib.util and importlib.abc are not used: they import ~1 MB of modules a worker would
+    not use otherwise.)"""
+
+    _NAMES = frozenset(f"bastion.{module}" for module in MODULES)
 
     def find_spec(
         self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
     ) -> ModuleSpec | None:
-        package, _, name = fullname.rpartition(".")
-        if package != PACKAGE or name not in MODULES:
+        if fullname not in self._NAMES:
             return None
-        return importlib.util.spec_from_file_location(fullname, FOLDER / f"{name}.py")
+        source = str(source_path(fullname.removeprefix("bastion.")))
+        spec = ModuleSpec(fullname, SourceFileLoader(fullname, source), origin=source)
+        spec.has_location = True  # __file__ and the cached bytecode, as a file import has
+        return spec
 
 
 def _select() -> tuple[str, str | None]:

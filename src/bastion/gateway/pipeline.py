@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import httptools
 
 from bastion.errors import BodyTooLarge, ClientGone
+from bastion.gateway.access_log import log_exchange
 from bastion.gateway.context import RequestContext, ResponseHead
 from bastion.gateway.forwarding import connection_tokens, request_id, upstream_head
 from bastion.gateway.responses import (
@@ -371,7 +372,7 @@ def _finish(ex: Exchange) -> None:
     if ex.runtime is not None:
         ex.runtime.request_done()
     worker = ex.conn.worker
-    worker.log_exchange(ex)
+    log_exchange(worker.metrics, worker.runtime.access_log, ex)
     ex.conn.finish(ex)
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -128,13 +127,14 @@ class DomainTable(Generic[T]):
         return None
 
 
-@dataclass(slots=True)
 class _PathGroup(Generic[T]):
     """The routes of one host pattern: exact paths, then regexes in file order, then prefixes."""
 
-    exact: dict[str, T] = field(default_factory=dict)
-    regex: list[tuple[re.Pattern[str], T]] = field(default_factory=list)
-    prefix: list[tuple[str, T]] = field(default_factory=list)
+    # (not a dataclass: mypyc compiles this module, and cannot compile a generic dataclass)
+    def __init__(self) -> None:
+        self.exact: dict[str, T] = {}
+        self.regex: list[tuple[re.Pattern[str], T]] = []
+        self.prefix: list[tuple[str, T]] = []
 
     def match(self, path: str) -> T | None:
         found = self.exact.get(path)
@@ -149,14 +149,15 @@ class _PathGroup(Generic[T]):
         return None
 
 
-@dataclass(frozen=True, slots=True)
 class RouteSpec(Generic[T]):
     """What the matcher needs of a route: where it listens and the value to return."""
 
-    domains: Sequence[str]
-    path: str
-    path_type: str
-    value: T
+    # (not a dataclass: see _PathGroup)
+    def __init__(self, domains: Sequence[str], path: str, path_type: str, value: T) -> None:
+        self.domains = domains
+        self.path = path
+        self.path_type = path_type
+        self.value = value
 
 
 class RouteMatcher(Generic[T]):

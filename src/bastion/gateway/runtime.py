@@ -83,6 +83,7 @@ class Runtime:
         self.store = store
         self.close_store = True  # False once a newer Runtime took the store over
         self.limits = config.limits
+        self.access_log = config.access_log
         self.router = router
         self.pools = pools
         self.plugins = plugins

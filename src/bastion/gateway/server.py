@@ -13,7 +13,6 @@ import os
 import signal
 import socket
 import ssl
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,10 +23,12 @@ from bastion.config.loader import load_config
 from bastion.config.model import Config
 from bastion.errors import ConfigError
 from bastion.gateway import hot_path
+from bastion.gateway.access_log import log_exchange
 from bastion.gateway.connection import ClientConnection
 from bastion.gateway.pipeline import health_body
 from bastion.gateway.runtime import Runtime, build_runtime
-from bastion.ops.logging import LOG, redact_query
+from bastion.ops.logging import LOG
+from bastion.ops.memory import release_free_memory
 from bastion.ops.metrics import Metrics
 
 if TYPE_CHECKING:
@@ -218,31 +219,7 @@ class Worker:
         return health_body("ok" if kind == "healthz" else self.readiness())
 
     def log_exchange(self, ex: Exchange) -> None:
-        status = ex.status or 499  # 499: the client went away before an answer (nginx's code)
-        duration = time.perf_counter() - ex.start if ex.start else 0.0
-        self.metrics.observe(ex.route_name, status, duration)
-        if not self.runtime.config.access_log:
-            return
-        target = ex.target.decode("latin-1")
-        mark = target.find("?")
-        if mark >= 0:
-            target = target[: mark + 1] + redact_query(target[mark + 1 :])
-        LOG.access(
-            {
-                "ts": round(time.time(), 3),
-                "type": "access",
-                "request_id": ex.request_id,
-                "remote": ex.conn.client_ip,
-                "method": ex.method,
-                "host": ex.lookup.get(b"host", b"").decode("latin-1"),
-                "uri": target,
-                "route": ex.route_name,
-                "status": status,
-                "bytes_in": ex.body_bytes,
-                "bytes_out": ex.bytes_out,
-                "duration_ms": round(duration * 1000, 3),
-            }
-        )
+        log_exchange(self.metrics, self.runtime.access_log, ex)
 
     # --- admin controller
     def readiness(self) -> str:
@@ -389,6 +366,7 @@ def run_worker(
         except OSError as exc:
             LOG.error(exc.strerror or str(exc))
             return 1
+        release_free_memory()
         await worker.stopped.wait()
         return 0
 

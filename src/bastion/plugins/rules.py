@@ -21,7 +21,7 @@ from bastion.config.fields import check_domain_pattern
 from bastion.config.model import Model
 from bastion.gateway.routing import DomainTable
 from bastion.plugins.base import Plugin
-from bastion.plugins.registry import PLUGINS, RulesError, unknown_plugin
+from bastion.plugins.registry import RulesError, plugin_class, unknown_plugin
 
 if TYPE_CHECKING:
     from bastion.config.model import Config
@@ -174,7 +174,7 @@ def resolve_rules(config: Config | PluginSections) -> dict[str, PluginRules]:
 
     resolved: dict[str, PluginRules] = {}
     for name in used:
-        cls = PLUGINS.get(name)
+        cls = plugin_class(name)
         if cls is None:
             places = [f"plugins.{name}"] if name in plugins else [
                 f"routes[{i}].plugins.{name}" for i, r in enumerate(routes) if name in r.plugins

@@ -17,9 +17,9 @@ def entry(exp: int = NOW + 100, name: str = "consumer1") -> VerifiedToken:
 def test_get_returns_what_was_put() -> None:
     cache = VerifiedCache(skew=60)
     verified = entry()
-    cache.put("t1", verified)
-    assert cache.get("t1", NOW) is verified
-    assert cache.get("t2", NOW) is None
+    cache.put(b"t1", verified)
+    assert cache.get(b"t1", NOW) is verified
+    assert cache.get(b"t2", NOW) is None
 
 
 @pytest.mark.parametrize(
@@ -34,27 +34,27 @@ def test_get_returns_what_was_put() -> None:
 )
 def test_never_answers_past_exp_plus_skew(skew: int, now: float, hit: bool) -> None:
     cache = VerifiedCache(skew=skew)
-    cache.put("t", entry(exp=NOW + 100))
-    assert (cache.get("t", now) is not None) is hit
+    cache.put(b"t", entry(exp=NOW + 100))
+    assert (cache.get(b"t", now) is not None) is hit
 
 
 def test_an_expired_entry_is_dropped() -> None:
     cache = VerifiedCache(skew=0)
-    cache.put("t", entry(exp=NOW))
-    assert cache.get("t", NOW + 1) is None
-    assert "t" not in cache.entries
-    assert cache.get("t", NOW) is None  # gone for good, even if the clock went back
+    cache.put(b"t", entry(exp=NOW))
+    assert cache.get(b"t", NOW + 1) is None
+    assert b"t" not in cache.entries
+    assert cache.get(b"t", NOW) is None  # gone for good, even if the clock went back
 
 
 @pytest.mark.parametrize("limit", [1, 2, 8, 16, 100])
 def test_bounded_and_evicts_the_oldest(limit: int) -> None:
     cache = VerifiedCache(skew=60, limit=limit)
     for i in range(limit * 3):
-        cache.put(f"t{i}", entry(name=f"c{i}"))
+        cache.put(f"t{i}".encode(), entry(name=f"c{i}"))
         assert len(cache.entries) <= limit
-    newest = f"t{limit * 3 - 1}"
+    newest = f"t{limit * 3 - 1}".encode()
     assert cache.get(newest, NOW) is not None
-    assert cache.get("t0", NOW) is None
+    assert cache.get(b"t0", NOW) is None
     kept = [int(k[1:]) for k in cache.entries]
     assert kept == sorted(kept)  # only the newest survive, in order
     assert min(kept) > limit * 3 - 1 - limit
@@ -63,11 +63,11 @@ def test_bounded_and_evicts_the_oldest(limit: int) -> None:
 def test_eviction_drops_the_oldest_first() -> None:
     cache = VerifiedCache(skew=60, limit=8)
     for i in range(8):
-        cache.put(f"t{i}", entry(name=f"c{i}"))
-    cache.put("new", entry(name="new"))
-    assert "t0" not in cache.entries
-    assert all(f"t{i}" in cache.entries for i in range(1, 8))
-    assert "new" in cache.entries
+        cache.put(f"t{i}".encode(), entry(name=f"c{i}"))
+    cache.put(b"new", entry(name="new"))
+    assert b"t0" not in cache.entries
+    assert all(f"t{i}".encode() in cache.entries for i in range(1, 8))
+    assert b"new" in cache.entries
 
 
 def test_default_limit() -> None:
@@ -77,9 +77,9 @@ def test_default_limit() -> None:
 def test_clear() -> None:
     cache = VerifiedCache(skew=60)
     for i in range(5):
-        cache.put(f"t{i}", entry(name=f"c{i}"))
+        cache.put(f"t{i}".encode(), entry(name=f"c{i}"))
     cache.clear()
     assert cache.entries == {}
-    assert cache.get("t0", NOW) is None
-    cache.put("t0", entry())
-    assert cache.get("t0", NOW) is not None
+    assert cache.get(b"t0", NOW) is None
+    cache.put(b"t0", entry())
+    assert cache.get(b"t0", NOW) is not None
