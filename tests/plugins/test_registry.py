@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -128,3 +130,26 @@ def test_unknown_plugin_message_suggests_and_lists_the_known_names() -> None:
         f"unknown plugin 'header' (did you mean 'headers'?); known: {', '.join(sorted(PLUGINS))}"
     )
     assert "did you mean" not in unknown_plugin("zzzzzz")
+
+
+def test_a_worker_loads_only_the_plugins_its_config_uses() -> None:
+    # the registry imports a plugin when a config names it: a proxy-only worker stays small
+    code = (
+        "import asyncio, sys\n"
+        "from bastion.config.loader import load_config_text\n"
+        "from bastion.gateway.runtime import build_runtime\n"
+        "config = load_config_text('''\n"
+        "listen: 127.0.0.1:1\n"
+        "services: [{name: s, url: 'http://127.0.0.1:2'}]\n"
+        "routes: [{name: r, path: /, service: s}]\n"
+        "plugins: {headers: {request: {set: {X-A: b}}}}\n"
+        "''')\n"
+        "asyncio.run(build_runtime(config, asyncio.new_event_loop()))\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('bastion.plugins.', 'joserfc'))))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded = done.stdout.strip()
+    assert "bastion.plugins.headers.handler" in loaded
+    assert "bastion.plugins.oauth" not in loaded
+    assert "bastion.plugins.upstream_oauth" not in loaded
+    assert "joserfc" not in loaded
