@@ -385,6 +385,13 @@ def headline(runs: list[Run]) -> list[str]:
             f"- Requests per CPU-second of the SUT (less noise-sensitive): Bastion 1 worker "
             f"{median_of(one, per_cpu):,.0f}, {ratio_text(cost)}x nginx-proxy's (same round)."
         )
+    compiled = same_round_ratios(runs, "bastion-1w", "bastion-1w-source")
+    if compiled:
+        lines.append(
+            f"- The compiled hot path (mypyc, as it ships): {ratio_text(compiled)}x the "
+            "throughput of the same code run from its Python source (`bastion-1w-source`), "
+            "same round."
+        )
     logged = same_round_ratios(runs, "bastion-1w-log", "bastion-1w")
     if logged:
         lines.append(
