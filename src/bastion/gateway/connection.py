@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import httptools
 
+from bastion.gateway.access_log import log_exchange
 from bastion.gateway.exchange import Exchange
 from bastion.gateway.pipeline import start
 from bastion.gateway.request_head import FRAMING_HEADERS, check_head
@@ -333,7 +334,8 @@ class ClientConnection(asyncio.Protocol):
         if not ex.started:
             ex.send_response(response)
         if ex is not self.active:
-            self.worker.log_exchange(ex)  # the pipeline logs the active one when it ends
+            worker = self.worker  # the pipeline logs the active one when it ends
+            log_exchange(worker.metrics, worker.runtime.access_log, ex)
         self.close()
 
     def write(self, data: bytes) -> None:

@@ -23,7 +23,6 @@ from bastion.config.loader import load_config
 from bastion.config.model import Config
 from bastion.errors import ConfigError
 from bastion.gateway import hot_path
-from bastion.gateway.access_log import log_exchange
 from bastion.gateway.connection import ClientConnection
 from bastion.gateway.pipeline import health_body
 from bastion.gateway.runtime import Runtime, build_runtime
@@ -32,7 +31,6 @@ from bastion.ops.memory import release_free_memory
 from bastion.ops.metrics import Metrics
 
 if TYPE_CHECKING:
-    from bastion.gateway.exchange import Exchange
     from bastion.gateway.responses import Response
 
 _SWEEP_INTERVAL = 0.5  # seconds between timeout checks: timeouts are seconds-grained
@@ -217,9 +215,6 @@ class Worker:
 
     def health_response(self, kind: str) -> Response:
         return health_body("ok" if kind == "healthz" else self.readiness())
-
-    def log_exchange(self, ex: Exchange) -> None:
-        log_exchange(self.metrics, self.runtime.access_log, ex)
 
     # --- admin controller
     def readiness(self) -> str:

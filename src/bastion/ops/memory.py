@@ -6,8 +6,8 @@ import gc
 
 
 def release_free_memory() -> None:
-    """After start and after a reload: YAML parsing and the config's schemas leave freed blocks
-    in the C heap that glibc keeps for reuse; a worker is long-lived and never needs them."""
+    """Once a worker has started: YAML parsing and the config's schemas leave freed blocks in the
+    C heap that glibc keeps for reuse; a worker is long-lived and does not need them back."""
     gc.collect()
     try:
         import ctypes
