@@ -91,6 +91,40 @@ def is_identity(name: bytes, names: frozenset[bytes], prefixes: tuple[bytes, ...
     return name in names or name.startswith(prefixes)
 
 
+#: names up to this long get their verdict remembered, up to _VERDICTS_KEPT names per config
+_NAME_KEPT = 64
+_VERDICTS_KEPT = 512
+
+
+class ForwardRule:
+    """Which request headers never go upstream whatever the request: hop-by-hop, rebuilt and
+    identity ones. Built with the config (plugins add identity names); the verdict on each name
+    requests carry is remembered, so a request pays one dict lookup per header. The memo is
+    bounded in names and name length: a client inventing names costs only the plain checks."""
+
+    __slots__ = ("_verdicts", "identity_names", "identity_prefixes")
+
+    def __init__(
+        self,
+        identity_names: frozenset[bytes] = IDENTITY_NAMES,
+        identity_prefixes: tuple[bytes, ...] = IDENTITY_PREFIXES,
+    ) -> None:
+        self.identity_names = identity_names
+        self.identity_prefixes = identity_prefixes
+        self._verdicts: dict[bytes, bool] = {}
+
+    def never_forwarded(self, low: bytes) -> bool:
+        """`low` (a lower-case name) is dropped from every request, or rebuilt by the gateway."""
+        verdict = self._verdicts.get(low)
+        if verdict is None:
+            verdict = low in DROPPED or is_identity(
+                low, self.identity_names, self.identity_prefixes
+            )
+            if len(low) <= _NAME_KEPT and len(self._verdicts) < _VERDICTS_KEPT:
+                self._verdicts[low] = verdict
+        return verdict
+
+
 #: the headers upstream_head sets itself (lower-case); a plugin's edit of one replaces it
 _GATEWAY_OWN = frozenset(
     {b"host", b"x-forwarded-for", b"x-forwarded-proto", b"x-request-id", b"x-forwarded-host"}
@@ -107,8 +141,7 @@ def upstream_head(
     preserve_host: bool,
     trusted_peer: bool,
     upgrade: bool,
-    identity_names: frozenset[bytes],
-    identity_prefixes: tuple[bytes, ...],
+    rule: ForwardRule,
 ) -> bytes:
     """The request line and headers to send upstream, as bytes."""
     lookup = ctx.lookup
@@ -123,16 +156,12 @@ def upstream_head(
     forwarded_for: list[bytes] = []
     headers = ctx.headers
     for i, low in enumerate(lower_names):
-        if low in DROPPED or low in drop_extra:
+        if rule.never_forwarded(low) or (drop_extra and low in drop_extra):
             if low == b"x-forwarded-for":
                 forwarded_for.append(headers[i][1])  # several lines join as one (RFC 9110 §5.3)
             continue
-        if (
-            low.startswith(identity_prefixes)
-            or low in identity_names
-            or (b"_" in low and is_identity(low, identity_names, identity_prefixes))
-            or (edits_set is not None and low in edits_set)
-            or (edits_remove is not None and low in edits_remove)
+        if (edits_set is not None and low in edits_set) or (
+            edits_remove is not None and low in edits_remove
         ):
             continue
         name, value = headers[i]

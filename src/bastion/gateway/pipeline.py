@@ -205,7 +205,7 @@ def _forward(ex: Exchange) -> None:
         ex,
         ex.names, route.pool, ex.raw_query, framing=framing,
         preserve_host=route.preserve_host, trusted_peer=ex.conn.trusted, upgrade=ex.upgrade,
-        identity_names=ex.runtime.identity_names, identity_prefixes=ex.runtime.identity_prefixes,
+        rule=ex.runtime.forward_rule,
     )  # fmt: skip
     _send(ex, fresh=False)
 
@@ -286,8 +286,10 @@ def on_response_head(ex: Exchange, status: int, headers: list[tuple[bytes, bytes
     lines: list[bytes] = []
     length_value = encoding = connection = upgrade = b""
     for name, value in headers:
-        low = name.lower()
-        if low not in RESPONSE_DROPPED:
+        low = _DROPPED_AS.get(name)
+        if low is None:
+            low = _dropped_as(name)
+        if not low:
             lines += (name, b": ", value, b"\r\n")
         elif low == b"content-length":
             length_value = value
@@ -330,6 +332,19 @@ def on_response_head(ex: Exchange, status: int, headers: list[tuple[bytes, bytes
         and status >= 200 and ex.method != "HEAD"
     )  # fmt: skip
     ex.write_head(status, lines, length=length)
+
+
+#: an upstream's header name, as sent → its lower-case form if the gateway drops it, else b"";
+#: bounded like forwarding.ForwardRule's memo (upstreams send the same few names every time)
+_DROPPED_AS: dict[bytes, bytes] = {}
+
+
+def _dropped_as(name: bytes) -> bytes:
+    low = name.lower()
+    verdict = low if low in RESPONSE_DROPPED else b""
+    if len(name) <= 64 and len(_DROPPED_AS) < 512:
+        _DROPPED_AS[name] = verdict
+    return verdict
 
 
 def _retry(ex: Exchange) -> None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from bastion.config.model import Config
 from bastion.errors import ConfigError
 from bastion.gateway.clock import SYSTEM_CLOCK, Clock
-from bastion.gateway.forwarding import IDENTITY_NAMES, IDENTITY_PREFIXES
+from bastion.gateway.forwarding import IDENTITY_NAMES, ForwardRule
 from bastion.gateway.routing import DomainTable, RouteMatcher, RouteSpec
 from bastion.gateway.upstream import UpstreamPool
 from bastion.ops.logging import LOG
@@ -97,8 +97,7 @@ class Runtime:
             }
         )
         self.trusted = [ipaddress.ip_network(p, strict=False) for p in config.trusted_proxies]
-        self.identity_names = identity_names
-        self.identity_prefixes = IDENTITY_PREFIXES
+        self.forward_rule = ForwardRule(identity_names)
         self.inflight = 0
         self.retired = False
         self.closed = False

@@ -33,12 +33,13 @@ class Metrics:
     """One worker's counters."""
 
     __slots__ = (
-        "active_connections", "auth", "idp_latency", "idp_requests", "latency", "reloads",
-        "requests", "store_down", "token_cache", "upstream_errors",
+        "active_connections", "auth", "by_status", "idp_latency", "idp_requests", "latency",
+        "reloads", "store_down", "token_cache", "upstream_errors",
     )  # fmt: skip
 
     def __init__(self) -> None:
-        self.requests: dict[tuple[str, int], int] = {}
+        # route → status → count (no (route, status) tuple to build and hash per request)
+        self.by_status: dict[str, dict[int, int]] = {}
         # route → [count per bucket (not cumulative) ..., +Inf count, sum]
         self.latency: dict[str, list[float]] = {}
         self.upstream_errors: dict[tuple[str, str], int] = {}
@@ -51,11 +52,12 @@ class Metrics:
         self.idp_latency = [0.0] * (len(BUCKETS) + 2)
 
     def observe(self, route: str, status: int, seconds: float) -> None:
-        key = (route, status)
-        self.requests[key] = self.requests.get(key, 0) + 1
-        row = self.latency.get(route)
-        if row is None:
-            row = self.latency[route] = [0.0] * (len(BUCKETS) + 2)
+        statuses = self.by_status.get(route)
+        if statuses is None:
+            statuses = self.by_status[route] = {}
+            self.latency[route] = [0.0] * (len(BUCKETS) + 2)
+        statuses[status] = statuses.get(status, 0) + 1
+        row = self.latency[route]
         row[bisect.bisect_left(BUCKETS, seconds)] += 1
         row[-1] += seconds
 
@@ -79,7 +81,7 @@ class Metrics:
     def snapshot(self) -> dict[str, Any]:
         """A JSON-able copy, for the admin process to merge."""
         return {
-            "requests": [[r, s, n] for (r, s), n in self.requests.items()],
+            "requests": [[r, s, n] for r, row in self.by_status.items() for s, n in row.items()],
             "latency": {r: list(row) for r, row in self.latency.items()},
             "upstream_errors": [[s, k, n] for (s, k), n in self.upstream_errors.items()],
             "active_connections": self.active_connections,
@@ -97,7 +99,8 @@ def merge(snapshots: Iterable[dict[str, Any]]) -> dict[str, Any]:
     total = Metrics()
     for snap in snapshots:
         for route, status, n in snap.get("requests", []):
-            total.requests[(route, status)] = total.requests.get((route, status), 0) + n
+            row = total.by_status.setdefault(route, {})
+            row[status] = row.get(status, 0) + n
         for route, row in snap.get("latency", {}).items():
             mine = total.latency.setdefault(route, [0.0] * (len(BUCKETS) + 2))
             for i, value in enumerate(row[: len(mine)]):

@@ -1,0 +1,48 @@
+"""forwarding.ForwardRule: which request headers never go upstream, and its bounded memo."""
+
+from __future__ import annotations
+
+import pytest
+
+from bastion.gateway.forwarding import IDENTITY_NAMES, ForwardRule
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        b"connection", b"transfer-encoding", b"host", b"x-forwarded-for", b"x-request-id",
+        b"x-mse-consumer", b"x_mse_consumer", b"x-auth-request-email", b"x_auth_request_user",
+        b"eg-consumer-id", b"x-plugin-identity",
+    ],
+)  # fmt: skip
+def test_dropped_and_identity_names_never_go_upstream(name: bytes) -> None:
+    rule = ForwardRule(IDENTITY_NAMES | {b"x-plugin-identity"})
+    assert rule.never_forwarded(name)
+    assert rule.never_forwarded(name)  # the remembered verdict is the same
+
+
+@pytest.mark.parametrize("name", [b"accept", b"user-agent", b"x-auth-requested", b"x_custom"])
+def test_other_names_go_upstream(name: bytes) -> None:
+    rule = ForwardRule()
+    assert not rule.never_forwarded(name)
+    assert not rule.never_forwarded(name)
+
+
+def test_the_memo_is_bounded_in_names_and_length() -> None:
+    rule = ForwardRule()
+    for i in range(2000):
+        assert not rule.never_forwarded(b"x-invented-%d" % i)
+    long_name = b"x-" + b"a" * 500
+    assert not rule.never_forwarded(long_name)
+    assert len(rule._verdicts) == 512
+    assert long_name not in rule._verdicts
+    # past the bound, verdicts are still right: computed each time
+    assert rule.never_forwarded(b"x-auth-request-late")
+    assert not rule.never_forwarded(b"x-late")
+
+
+def test_each_config_has_its_own_identity_names() -> None:
+    assert not ForwardRule().never_forwarded(b"x-plugin-identity")
+    assert ForwardRule(IDENTITY_NAMES | {b"x-plugin-identity"}).never_forwarded(
+        b"x-plugin-identity"
+    )

@@ -1,0 +1,35 @@
+"""ops.metrics: per-worker counters, their snapshot, and the merge of several workers'."""
+
+from __future__ import annotations
+
+from bastion.ops.metrics import BUCKETS, Metrics, merge
+
+
+def test_observe_counts_by_route_and_status_with_a_latency_row() -> None:
+    metrics = Metrics()
+    metrics.observe("api", 200, 0.0004)
+    metrics.observe("api", 200, 0.002)
+    metrics.observe("api", 404, 0.002)
+    metrics.observe("web", 200, 40.0)
+    snap = metrics.snapshot()
+    assert sorted(map(tuple, snap["requests"])) == [
+        ("api", 200, 2),
+        ("api", 404, 1),
+        ("web", 200, 1),
+    ]
+    api = snap["latency"]["api"]
+    assert len(api) == len(BUCKETS) + 2
+    assert api[0] == 1  # ≤ 0.5 ms
+    assert api[BUCKETS.index(0.0025)] == 2
+    assert api[-2] == 0 and abs(api[-1] - 0.0044) < 1e-9  # nothing past 30 s; the sum
+    assert snap["latency"]["web"][-2] == 1  # +Inf
+
+
+def test_merge_sums_workers() -> None:
+    one, two = Metrics(), Metrics()
+    one.observe("api", 200, 0.001)
+    two.observe("api", 200, 0.001)
+    two.observe("api", 503, 0.001)
+    merged = merge([one.snapshot(), two.snapshot()])
+    assert sorted(map(tuple, merged["requests"])) == [("api", 200, 2), ("api", 503, 1)]
+    assert merged["latency"]["api"][BUCKETS.index(0.001)] == 3
