@@ -231,6 +231,17 @@ def test_http10_keep_alive(gw: Gateway) -> None:
             assert resp.header("transfer-encoding") is None
 
 
+def test_a_pipelined_http10_request_is_judged_as_http10(gw: Gateway) -> None:
+    """The second request of a chunk gets its version from llhttp, not from the chunk's first
+    request line: HTTP/1.0 with Transfer-Encoding is refused behind an HTTP/1.1 request."""
+    smuggled = b"POST /echo/te10 HTTP/1.0\r\nHost: gw.test\r\nTransfer-Encoding: chunked\r\n\r\n"
+    with RawConn(gw.port) as conn:
+        conn.send(get("/echo/first") + smuggled + b"0\r\n\r\n")
+        first = conn.final()
+        assert first.status == 200 and first.json()["path"] == "/echo/first"
+        assert conn.final().status == 400
+
+
 def test_http10_client_gets_a_chunked_upstream_body_unchunked(gw: Gateway) -> None:
     with RawConn(gw.port) as conn:
         conn.send(b"GET /chunked HTTP/1.0\r\nHost: gw.test\r\n\r\n")

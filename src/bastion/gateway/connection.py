@@ -47,6 +47,7 @@ class ClientConnection(asyncio.Protocol):
         "host_cache",
         "in_head",
         "limits",
+        "line_version",
         "loop",
         "parser",
         "parsing",
@@ -83,6 +84,7 @@ class ClientConnection(asyncio.Protocol):
         self.tunnel = False
         self.error: Response | None = None
         self.in_head = False
+        self.line_version = ""  # "1.1" or "1.0" from the request line data_received saw first
         self.limits = worker.runtime.limits
         self.host_cache: tuple[bytes, str] = (b"", "")
         self.eof = False
@@ -112,6 +114,7 @@ class ClientConnection(asyncio.Protocol):
             self.in_head = True
             self.phase = HEAD
             self.deadline = self.loop.time() + self.limits.header_timeout
+            self.line_version = request_line_version(data)
         if self.in_head:
             self.head_bytes += len(data)
         try:
@@ -199,7 +202,10 @@ class ClientConnection(asyncio.Protocol):
         self.head_bytes = 0
         parser = self.parser
         ex.method = parser.get_method().decode("ascii", "replace")
-        ex.http_version = parser.get_http_version()
+        # the version read off the request line when it came first in a chunk, else llhttp's
+        # (whose get_http_version formats a str: ~0.5 µs, 5 % of a proxied request's Python)
+        ex.http_version = self.line_version or parser.get_http_version()
+        self.line_version = ""
         ex.keep_alive = parser.should_keep_alive()
         if parser.should_upgrade():
             # only WebSocket becomes a tunnel: others (h2c above all) would open a channel to the
@@ -385,6 +391,19 @@ class ClientConnection(asyncio.Protocol):
 
 class _Stop(Exception):
     """Raised inside an llhttp callback to stop parsing; the reason is already recorded."""
+
+
+def request_line_version(data: bytes) -> str:
+    """ "1.1" or "1.0" when `data` begins with a request line that ends in that version, else ""
+    (llhttp is asked instead). Only a line ended by the chunk's first LF, as CRLF, counts: with
+    a bare LF the CRLF found could end a later line (a header value ending in ` HTTP/1.1`)."""
+    end = data.find(b"\n")
+    if end < 10:
+        return ""
+    tail = data[end - 10 : end]
+    if tail == b" HTTP/1.1\r":
+        return "1.1"
+    return "1.0" if tail == b" HTTP/1.0\r" else ""
 
 
 def ex_upgrade_is_websocket(ex: Exchange) -> bool:

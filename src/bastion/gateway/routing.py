@@ -13,7 +13,6 @@ T = TypeVar("T")
 
 _UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 _HEX = frozenset("0123456789abcdefABCDEF")
-_NEEDS_ESCAPING = re.compile(r"[%\x00-\x20\x7f]")
 
 
 class BadPath(ValueError):
@@ -31,7 +30,8 @@ def normalize_path(path: str) -> str:
     """
     if not path.startswith("/"):
         raise BadPath("the request target must start with '/'")
-    escapes = not path.isascii() or _NEEDS_ESCAPING.search(path) is not None
+    # str methods, not a regex search: printable ASCII without `%` or space needs no escaping
+    escapes = not (path.isascii() and path.isprintable()) or "%" in path or " " in path
     if not escapes and "//" not in path and "/." not in path:
         return path  # the common case: already canonical
     if escapes:
