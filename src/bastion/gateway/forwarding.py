@@ -91,9 +91,9 @@ def is_identity(name: bytes, names: frozenset[bytes], prefixes: tuple[bytes, ...
     return name in names or name.startswith(prefixes)
 
 
-#: names up to this long get their verdict remembered, up to _VERDICTS_KEPT names per config
-_NAME_KEPT = 64
-_VERDICTS_KEPT = 512
+#: a header-name memo keeps names up to NAME_KEPT bytes long, and at most VERDICTS_KEPT of them
+NAME_KEPT = 64
+VERDICTS_KEPT = 512
 
 
 class ForwardRule:
@@ -120,7 +120,7 @@ class ForwardRule:
             verdict = low in DROPPED or is_identity(
                 low, self.identity_names, self.identity_prefixes
             )
-            if len(low) <= _NAME_KEPT and len(self._verdicts) < _VERDICTS_KEPT:
+            if len(low) <= NAME_KEPT and len(self._verdicts) < VERDICTS_KEPT:
                 self._verdicts[low] = verdict
         return verdict
 

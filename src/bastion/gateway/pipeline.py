@@ -17,7 +17,13 @@ import httptools
 from bastion.errors import BodyTooLarge, ClientGone
 from bastion.gateway.access_log import log_exchange
 from bastion.gateway.context import RequestContext, ResponseHead
-from bastion.gateway.forwarding import connection_tokens, request_id, upstream_head
+from bastion.gateway.forwarding import (
+    NAME_KEPT,
+    VERDICTS_KEPT,
+    connection_tokens,
+    request_id,
+    upstream_head,
+)
 from bastion.gateway.responses import (
     NO_ROUTE,
     RESPONSE_DROPPED,
@@ -342,7 +348,7 @@ _DROPPED_AS: dict[bytes, bytes] = {}
 def _dropped_as(name: bytes) -> bytes:
     low = name.lower()
     verdict = low if low in RESPONSE_DROPPED else b""
-    if len(name) <= 64 and len(_DROPPED_AS) < 512:
+    if len(name) <= NAME_KEPT and len(_DROPPED_AS) < VERDICTS_KEPT:
         _DROPPED_AS[name] = verdict
     return verdict
 

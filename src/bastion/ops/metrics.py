@@ -55,9 +55,10 @@ class Metrics:
         statuses = self.by_status.get(route)
         if statuses is None:
             statuses = self.by_status[route] = {}
-            self.latency[route] = [0.0] * (len(BUCKETS) + 2)
         statuses[status] = statuses.get(status, 0) + 1
-        row = self.latency[route]
+        row = self.latency.get(route)
+        if row is None:
+            row = self.latency[route] = [0.0] * (len(BUCKETS) + 2)
         row[bisect.bisect_left(BUCKETS, seconds)] += 1
         row[-1] += seconds
 
