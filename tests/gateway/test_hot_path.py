@@ -91,6 +91,23 @@ def test_the_source_is_imported_when_asked_for() -> None:
     assert all(path.endswith(".py") for path in files.values()), files
 
 
+def test_a_module_outside_the_gateway_imported_first_follows_the_choice() -> None:
+    # ops.metrics is compiled with the group, and imported by code that never touches the
+    # gateway: the choice is made when bastion itself is imported, before any of its modules
+    code = (
+        "import bastion.ops.metrics as m, bastion.gateway.hot_path as h; print(h.MODE, m.__file__)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "BASTION_PURE_PYTHON": "1"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    mode, path = done.stdout.split()
+    assert (mode, Path(path).name) == ("source", "metrics.py")
+
+
 @pytest.mark.skipif(hot_path.stale_reason() is not None, reason="the hot path is not built")
 def test_the_build_is_imported_when_current() -> None:
     files = module_files({"BASTION_PURE_PYTHON": "0"})

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from bastion.ops.metrics import BUCKETS, Metrics, merge
+import bisect
+
+from bastion.ops.metrics import BUCKETS, Metrics, bucket_of, merge
 
 
 def test_observe_counts_by_route_and_status_with_a_latency_row() -> None:
@@ -33,3 +35,11 @@ def test_merge_sums_workers() -> None:
     merged = merge([one.snapshot(), two.snapshot()])
     assert sorted(map(tuple, merged["requests"])) == [("api", 200, 2), ("api", 503, 1)]
     assert merged["latency"]["api"][BUCKETS.index(0.001)] == 3
+
+
+def test_bucket_of_is_bisect_left_on_every_edge() -> None:
+    # a bound belongs to its own bucket (Prometheus `le`), as bisect_left places it
+    probes = [0.0, *BUCKETS, *(b * 0.999 for b in BUCKETS), *(b * 1.001 for b in BUCKETS), 1e9]
+    for seconds in probes:
+        assert bucket_of(seconds) == bisect.bisect_left(BUCKETS, seconds), seconds
+    assert bucket_of(1e9) == len(BUCKETS)  # +Inf

@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bastion import __version__
-from bastion.ops.metrics import render
+from bastion.ops.exposition import render
 from bastion.store.base import StoreUnavailable
 
 _OPEN_PATHS = frozenset({"/healthz", "/readyz"})

@@ -23,12 +23,31 @@ from bastion.gateway.responses import Response, json_error
 from bastion.gateway.routing import host_of
 
 if TYPE_CHECKING:
+    from bastion.config.model import Limits
     from bastion.gateway.server import Worker
 
 # what the deadline, when it passes, means
 IDLE, HEAD, BODY, WRITE, BUSY = range(5)
 
 _BAD = "bad_request"
+
+
+class ClientLimits:
+    """The config's limits on clients, as plain fields (Runtime builds it once per config). A
+    connection reads several per request; a pydantic model's attributes go through its
+    __getattr__ hook, a compiled class's fields are C struct members."""
+
+    __slots__ = (
+        "client_timeout", "header_timeout", "keepalive_timeout", "max_header_count",
+        "max_header_size",
+    )  # fmt: skip
+
+    def __init__(self, limits: Limits) -> None:
+        self.client_timeout = float(limits.client_timeout)
+        self.header_timeout = float(limits.header_timeout)
+        self.keepalive_timeout = float(limits.keepalive_timeout)
+        self.max_header_count = limits.max_header_count
+        self.max_header_size = limits.max_header_size
 
 
 class ClientConnection(asyncio.Protocol):
@@ -85,7 +104,7 @@ class ClientConnection(asyncio.Protocol):
         self.error: Response | None = None
         self.in_head = False
         self.line_version = ""  # "1.1" or "1.0" from the request line data_received saw first
-        self.limits = worker.runtime.limits
+        self.limits = worker.runtime.client_limits
         self.host_cache: tuple[bytes, str] = (b"", "")
         self.eof = False
 
@@ -163,7 +182,7 @@ class ClientConnection(asyncio.Protocol):
         if self.closed or self.error is not None:
             raise _Stop  # answered and closing: bytes after that are never another request
         self.parsing = Exchange(self)
-        self.limits = self.worker.runtime.limits  # each request uses the config current now
+        self.limits = self.worker.runtime.client_limits  # each request uses the config current now
         self.url = b""
         self.head_size = 0
         self.in_head = True

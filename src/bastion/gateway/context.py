@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Any
 from mypy_extensions import mypyc_attr
 
 if TYPE_CHECKING:
-    from bastion.gateway.runtime import RouteRuntime, Runtime
+    from bastion.gateway.route import RouteRuntime
+    from bastion.gateway.runtime import Runtime
 
 Header = tuple[bytes, bytes]
 

@@ -27,7 +27,8 @@ from bastion.gateway.responses import (
 if TYPE_CHECKING:
     from bastion.errors import UpstreamError
     from bastion.gateway.connection import ClientConnection
-    from bastion.gateway.runtime import Chain, RouteRuntime, Runtime
+    from bastion.gateway.route import Chain, RouteRuntime
+    from bastion.gateway.runtime import Runtime
     from bastion.gateway.upstream import UpstreamConnection
 
 Header = tuple[bytes, bytes]

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 MODULES = (
     "gateway.access_log", "gateway.connection", "gateway.context", "gateway.exchange",
     "gateway.forwarding", "gateway.pipeline", "gateway.request_head", "gateway.responses",
-    "gateway.routing", "gateway.upstream",
+    "gateway.route", "gateway.routing", "gateway.runtime", "gateway.upstream", "ops.metrics",
 )  # fmt: skip
 #: the module name of the group's shared library (mypycify's group_name)
 GROUP = "bastion.gateway._hot_path"
@@ -88,5 +88,5 @@ def _select() -> tuple[str, str | None]:
     return SOURCE, reason
 
 
-#: "compiled" or "source", decided once when bastion.gateway is first imported
+#: "compiled" or "source", decided once, when bastion is first imported (bastion/__init__.py)
 MODE, WHY_SOURCE = _select()

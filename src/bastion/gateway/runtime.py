@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-from dataclasses import dataclass
 
 from bastion.config.model import Config
 from bastion.errors import ConfigError
 from bastion.gateway.clock import SYSTEM_CLOCK, Clock
+from bastion.gateway.connection import ClientLimits
 from bastion.gateway.forwarding import IDENTITY_NAMES, ForwardRule
+from bastion.gateway.route import Chain, RouteRuntime
 from bastion.gateway.routing import DomainTable, RouteMatcher, RouteSpec
 from bastion.gateway.upstream import UpstreamPool
 from bastion.ops.logging import LOG
@@ -25,42 +26,6 @@ from bastion.plugins.registry import RulesError
 from bastion.plugins.rules import PluginRules, resolve_rules
 from bastion.store.base import Store
 from bastion.store.factory import open_store
-
-
-@dataclass(frozen=True, slots=True)
-class Chain:
-    """The steps of one route for one class of hosts, in priority order."""
-
-    request: tuple[Step, ...] = ()
-    response: tuple[Step, ...] = ()
-
-
-class RouteRuntime:
-    """A route as the hot path needs it."""
-
-    __slots__ = ("chains", "default_chain", "max_body", "name", "pool", "preserve_host")
-
-    def __init__(
-        self,
-        name: str,
-        pool: UpstreamPool,
-        max_body: int,
-        preserve_host: bool,
-        chains: DomainTable[Chain] | None,
-        default_chain: Chain,
-    ) -> None:
-        self.name = name
-        self.pool = pool
-        self.max_body = max_body
-        self.preserve_host = preserve_host
-        self.chains = chains
-        self.default_chain = default_chain
-
-    def chain_for(self, host: str) -> Chain:
-        if self.chains is None:
-            return self.default_chain
-        found = self.chains.best(host)
-        return found if found is not None else self.default_chain
 
 
 class Runtime:
@@ -82,7 +47,7 @@ class Runtime:
         #: opened when a plugin needs it; a reload with the same URL hands it to the next Runtime
         self.store = store
         self.close_store = True  # False once a newer Runtime took the store over
-        self.limits = config.limits
+        self.client_limits = ClientLimits(config.limits)
         self.access_log = config.access_log
         self.router = router
         self.pools = pools

@@ -1,32 +1,32 @@
-"""Request metrics kept as plain counters per worker, merged and exposed in Prometheus format.
+"""Request metrics kept as plain counters per worker, and the sum of several workers' counters.
 
-Counting is a dict increment on the hot path; prometheus-client only renders the exposition,
-from one snapshot or the sum of every worker's snapshot (`--workers N`).
+Counting is a dict increment on the hot path, compiled with it (gateway/hot_path.py);
+ops/exposition.py renders a snapshot, or the sum of every worker's (`--workers N`), in the
+Prometheus format.
 """
 
 from __future__ import annotations
 
-import bisect
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any
 
-BUCKETS = (
-    0.0005,
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-    30.0,
-)
+# (annotated tuple[float, ...]: mypyc keeps a fixed-length tuple of floats unboxed, as a C struct,
+# and boxes all fifteen into a new tuple at every use)
+BUCKETS: tuple[float, ...] = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+)  # fmt: skip
+
+
+def bucket_of(seconds: float) -> int:
+    """The index of the first bucket whose bound is >= `seconds` (len(BUCKETS): +Inf), as
+    bisect_left does; a scan, since most requests end in the first buckets (a C loop, compiled),
+    where mypyc calls bisect through the module's attribute."""
+    index = 0
+    for bound in BUCKETS:
+        if seconds <= bound:
+            break
+        index += 1
+    return index
 
 
 class Metrics:
@@ -59,7 +59,7 @@ class Metrics:
         row = self.latency.get(route)
         if row is None:
             row = self.latency[route] = [0.0] * (len(BUCKETS) + 2)
-        row[bisect.bisect_left(BUCKETS, seconds)] += 1
+        row[bucket_of(seconds)] += 1
         row[-1] += seconds
 
     def upstream_error(self, service: str, kind: str) -> None:
@@ -71,7 +71,7 @@ class Metrics:
 
     def idp_request(self, seconds: float, outcome: str) -> None:
         self.idp_requests[outcome] = self.idp_requests.get(outcome, 0) + 1
-        self.idp_latency[bisect.bisect_left(BUCKETS, seconds)] += 1
+        self.idp_latency[bucket_of(seconds)] += 1
         self.idp_latency[-1] += seconds
 
     def auth_outcome(self, plugin: str, outcome: str) -> None:
@@ -100,11 +100,11 @@ def merge(snapshots: Iterable[dict[str, Any]]) -> dict[str, Any]:
     total = Metrics()
     for snap in snapshots:
         for route, status, n in snap.get("requests", []):
-            row = total.by_status.setdefault(route, {})
-            row[status] = row.get(status, 0) + n
-        for route, row in snap.get("latency", {}).items():
+            statuses = total.by_status.setdefault(route, {})
+            statuses[status] = statuses.get(status, 0) + n
+        for route, theirs in snap.get("latency", {}).items():
             mine = total.latency.setdefault(route, [0.0] * (len(BUCKETS) + 2))
-            for i, value in enumerate(row[: len(mine)]):
+            for i, value in enumerate(theirs[: len(mine)]):
                 mine[i] += value
         for service, kind, n in snap.get("upstream_errors", []):
             total.upstream_errors[(service, kind)] = (
@@ -123,96 +123,3 @@ def merge(snapshots: Iterable[dict[str, Any]]) -> dict[str, Any]:
         for i, value in enumerate(snap.get("idp_latency", [])[: len(total.idp_latency)]):
             total.idp_latency[i] += value
     return total.snapshot()
-
-
-def render(snapshot: dict[str, Any]) -> bytes:
-    """The Prometheus text exposition of a snapshot (prometheus-client is loaded only here: the
-    data path of a worker never needs it)."""
-    from prometheus_client import CollectorRegistry, generate_latest
-    from prometheus_client.registry import Collector
-
-    class SnapshotCollector(Collector):
-        def collect(self) -> Iterator[Any]:
-            return _families(snapshot)
-
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(SnapshotCollector())
-    return generate_latest(registry)
-
-
-def _families(snap: dict[str, Any]) -> Iterator[Any]:
-    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
-
-    requests = CounterMetricFamily(
-        "bastion_requests", "Requests answered, by route and status.", labels=["route", "status"]
-    )
-    for route, status, n in snap["requests"]:
-        requests.add_metric([route, str(status)], n)
-    yield requests
-    latency = HistogramMetricFamily(
-        "bastion_request_duration_seconds",
-        "Time from request head to response end.",
-        labels=["route"],
-    )
-    for route, row in snap["latency"].items():
-        latency.add_metric([route], _buckets(row), sum_value=row[-1])
-    yield latency
-    errors = CounterMetricFamily(
-        "bastion_upstream_errors",
-        "Upstream failures, by service and kind.",
-        labels=["service", "kind"],
-    )
-    for service, kind, n in snap["upstream_errors"]:
-        errors.add_metric([service, kind], n)
-    yield errors
-    yield GaugeMetricFamily(
-        "bastion_active_connections", "Open client connections.", value=snap["active_connections"]
-    )
-    reloads = CounterMetricFamily(
-        "bastion_config_reloads", "Config reloads, by result.", labels=["result"]
-    )
-    for result, n in snap["reloads"].items():
-        reloads.add_metric([result], n)
-    yield reloads
-    auth = CounterMetricFamily(
-        "bastion_auth_outcomes",
-        "Authentication decisions, by plugin and outcome.",
-        labels=["plugin", "outcome"],
-    )
-    for plugin, outcome, n in snap.get("auth", []):
-        auth.add_metric([plugin, outcome], n)
-    yield auth
-    cache = CounterMetricFamily(
-        "bastion_upstream_token_cache",
-        "upstream-oauth token look-ups, by result (hit or miss).",
-        labels=["result"],
-    )
-    for kind, n in snap.get("token_cache", {}).items():
-        cache.add_metric([kind], n)
-    yield cache
-    idp = CounterMetricFamily(
-        "bastion_idp_requests", "Token requests to IdPs, by outcome.", labels=["outcome"]
-    )
-    for outcome, n in snap.get("idp_requests", {}).items():
-        idp.add_metric([outcome], n)
-    yield idp
-    row = snap.get("idp_latency") or [0.0] * (len(BUCKETS) + 2)
-    idp_latency = HistogramMetricFamily(
-        "bastion_idp_request_duration_seconds", "Time of token requests to IdPs."
-    )
-    idp_latency.add_metric([], _buckets(row), sum_value=row[-1])
-    yield idp_latency
-    yield GaugeMetricFamily(
-        "bastion_store_down",
-        "Workers whose last store check failed (0 when the store is up or unused).",
-        value=snap.get("store_down", 0),
-    )
-
-
-def _buckets(row: list[float]) -> list[tuple[str, float]]:
-    """Cumulative (le, count) pairs of a row of per-bucket counts (+Inf, then the sum)."""
-    cumulative, buckets = 0.0, []
-    for bound, count in zip([*map(str, BUCKETS), "+Inf"], row[:-1], strict=True):
-        cumulative += count
-        buckets.append((bound, cumulative))
-    return buckets

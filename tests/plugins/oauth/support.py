@@ -3,23 +3,27 @@ with a given body, the plugin built as the gateway builds it, and tokens forged 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
 import time
 import uuid
 from collections.abc import Mapping
-from types import SimpleNamespace
+from functools import cache
 from typing import Any
 from urllib.parse import urlencode
 
 import jwt
 import orjson
 
+from bastion.config.model import Service
 from bastion.errors import BodyTooLarge
 from bastion.gateway.clock import Clock
 from bastion.gateway.context import RequestContext
 from bastion.gateway.responses import Response
+from bastion.gateway.route import Chain, RouteRuntime
+from bastion.gateway.upstream import UpstreamPool
 from bastion.plugins.base import PluginDeps, Step
 from bastion.plugins.oauth.handler import OAuthPlugin, OAuthStep
 from bastion.plugins.oauth.schema import OAuthConfig, OAuthRule
@@ -62,8 +66,16 @@ class FakeClock(Clock):
         self.mono += seconds
 
 
+@cache
+def _pool() -> UpstreamPool:
+    """The pool a test route points at: the plugins read only the route's name, nothing connects."""
+    loop = asyncio.new_event_loop()
+    loop.close()
+    return UpstreamPool(Service(name="api", url="http://127.0.0.1:9"), loop)
+
+
 class Ctx(RequestContext):
-    """A request with a fixed body; `route` is an object with a `.name`."""
+    """A request with a fixed body, on a route named `route`."""
 
     __slots__ = ("body", "body_reads")
 
@@ -93,7 +105,7 @@ class Ctx(RequestContext):
         )
         self.body = body
         self.body_reads = 0
-        self.route = SimpleNamespace(name=route)  # type: ignore[assignment]
+        self.route = RouteRuntime(route, _pool(), 0, False, None, Chain())
 
     async def read_body(self, limit: int) -> bytes:
         self.body_reads += 1
