@@ -1,10 +1,21 @@
-"""connection.request_line_version: the HTTP version read off a chunk's first request line."""
+"""connection.py: the HTTP version read off a chunk's first request line, and the lower-case
+header names an exchange is looked up by, in every spelling."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
-from bastion.gateway.connection import request_line_version
+from bastion.gateway.connection import _LOWER, request_line_version
+from bastion.gateway.exchange import Exchange
+from tests.gateway.harness import wire
+
+CONFIG = """
+access_log: false
+services: [{name: up, url: "http://127.0.0.1:2"}]
+routes: [{name: all, path: /, service: up}]
+"""
 
 
 @pytest.mark.parametrize(
@@ -28,3 +39,30 @@ from bastion.gateway.connection import request_line_version
 )
 def test_request_line_version(data: bytes, version: str) -> None:
     assert request_line_version(data) == version
+
+
+def test_the_common_names_table_answers_what_lower_would() -> None:
+    assert all(low == name.lower() for name, low in _LOWER.items())
+    assert b"host" in _LOWER and b"Host" in _LOWER
+
+
+@pytest.mark.parametrize(
+    "name", [b"Host", b"host", b"HOST", b"hOsT", b"X-Custom", b"x-custom", b"X-CUSTOM"]
+)
+def test_header_names_are_looked_up_in_lower_case_and_forwarded_as_sent(name: bytes) -> None:
+    async def scenario() -> tuple[Exchange, bytes]:
+        wired = await wire(CONFIG, "up")
+        other = b"X-Custom: 1" if name.lower() == b"host" else b"Host: t"
+        wired.client.data_received(b"GET /x HTTP/1.1\r\n%b\r\n%b: v\r\n\r\n" % (other, name))
+        ex = wired.client.active
+        assert ex is not None
+        return ex, b"".join(wired.upstream_transport.out)
+
+    ex, sent = asyncio.run(scenario())
+    low = name.lower()
+    assert ex.lookup[low] == b"v"
+    assert ex.names == [name.lower() for name, _ in ex.headers] and low in ex.names
+    if low == b"host":
+        assert ex.host == "v"  # Host is the gateway's to send upstream: the pool's, by default
+    else:
+        assert b"\r\n%b: v\r\n" % name in sent  # an end-to-end header keeps its spelling

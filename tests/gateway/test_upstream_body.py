@@ -77,6 +77,8 @@ def test_the_next_response_on_the_connection_is_parsed_afresh() -> None:
     [
         ([(b"Content-Length", b"12")], 12),
         ([(b"content-length", b" 0 ")], 0),
+        ([(b"CONTENT-LENGTH", b"7")], 7),
+        ([(b"Content-Length", b"12"), (b"content-length", b"12")], -1),  # any spelling counts
         ([(b"Content-Length", b"12"), (b"Content-Length", b"12")], -1),  # ambiguous: parse it
         ([(b"Content-Length", b"1x")], -1),
         ([(b"Transfer-Encoding", b"chunked"), (b"Content-Length", b"12")], -1),

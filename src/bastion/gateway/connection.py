@@ -31,6 +31,22 @@ IDLE, HEAD, BODY, WRITE, BUSY = range(5)
 
 _BAD = "bad_request"
 
+# Request header names clients send most, each in its usual spelling and in lower case, mapped to
+# its lower case: one dict look-up instead of a bytes.lower() call (a method looked up by name,
+# from compiled code) per header, and the lower-case name comes with its hash already computed
+# for the look-ups that follow. Built with .lower(), so it answers exactly what lower() would.
+_COMMON_NAMES = (
+    b"Host", b"User-Agent", b"Accept", b"Accept-Encoding", b"Accept-Language", b"Connection",
+    b"Content-Type", b"Content-Length", b"Authorization", b"Cookie", b"Referer", b"Origin",
+    b"Cache-Control", b"Pragma", b"If-None-Match", b"If-Modified-Since", b"Upgrade",
+    b"Transfer-Encoding", b"Expect", b"X-Forwarded-For", b"X-Forwarded-Proto",
+    b"X-Forwarded-Host", b"X-Request-Id", b"X-Real-IP", b"Sec-Fetch-Site", b"Sec-Fetch-Mode",
+    b"Sec-Fetch-Dest", b"Upgrade-Insecure-Requests", b"DNT", b"Priority", b"TE", b"Via",
+)  # fmt: skip
+_LOWER: dict[bytes, bytes] = {
+    spelling: name.lower() for name in _COMMON_NAMES for spelling in (name, name.lower())
+}
+
 
 class ClientLimits:
     """The config's limits on clients, as plain fields (Runtime builds it once per config). A
@@ -197,7 +213,9 @@ class ClientConnection(asyncio.Protocol):
         ex = self.parsing
         if ex is None or not self.in_head:
             return  # chunked trailers are not forwarded
-        low = name.lower()
+        low = _LOWER.get(name)
+        if low is None:
+            low = name.lower()
         ex.headers.append((name, value))
         ex.names.append(low)
         ex.lookup[low] = value

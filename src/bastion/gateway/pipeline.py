@@ -392,10 +392,13 @@ def _finish(ex: Exchange) -> None:
         return
     ex.finished = True
     ex.uncork()
-    if ex.runtime is not None:
-        ex.runtime.request_done()
     worker = ex.conn.worker
-    log_exchange(worker.metrics, worker.runtime.access_log, ex)
+    runtime = ex.runtime  # None when the request was answered before it started (a bad head)
+    if runtime is not None:
+        runtime.request_done()
+    else:
+        runtime = worker.runtime
+    log_exchange(worker.metrics, runtime.access_log, ex)  # as configured when the request began
     ex.conn.finish(ex)
 
 

@@ -42,7 +42,8 @@ def _content_length(headers: list[Header]) -> int:
     (chunked, until close) or the head is ambiguous (llhttp refuses conflicting lengths)."""
     length = -1
     for name, value in headers:
-        if len(name) == 14 and name.lower() == b"content-length":
+        # the usual spelling first: a bytes comparison is a C call, lower() a method call by name
+        if len(name) == 14 and (name == b"Content-Length" or name.lower() == b"content-length"):
             value = value.strip()
             if not value.isdigit() or length >= 0:
                 return -1
