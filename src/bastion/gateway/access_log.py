@@ -26,7 +26,8 @@ def log_exchange(metrics: Metrics, access_log: bool, ex: Exchange) -> None:
         target = target[: mark + 1] + redact_query(target[mark + 1 :])
     LOG.access(
         {
-            "ts": round(time.time(), 3),
+            # milliseconds as round(x * 1000) / 1000: round(x, 3) formats the float through dtoa
+            "ts": round(time.time() * 1000) / 1000,
             "type": "access",
             "request_id": ex.request_id,
             "remote": ex.conn.client_ip,
@@ -37,6 +38,6 @@ def log_exchange(metrics: Metrics, access_log: bool, ex: Exchange) -> None:
             "status": status,
             "bytes_in": ex.body_bytes,
             "bytes_out": ex.bytes_out,
-            "duration_ms": round(duration * 1000, 3),
+            "duration_ms": round(duration * 1_000_000) / 1000,
         }
     )

@@ -24,10 +24,10 @@ SECRET_PARAMS = frozenset(
     }
 )
 REDACTED = "REDACTED"
-# a quick pre-check: some secret name, or an escape that could hide one, is in the query
-_MAYBE_SECRET = re.compile(
-    r"(?i)%|\+|client_secret|password|code|refresh_token|access_token|id_token|client_assertion"
-)
+# a quick pre-check on the lower-cased query: some secret name, or an escape that could hide one.
+# (The exact check lower-cases each name too, so whatever it redacts, this finds; a regex with
+# (?i) instead of lower() takes 3-5 times as long, and runs on every access line with a query.)
+_MAYBE_SECRET = re.compile("|".join([r"%", r"\+", *map(re.escape, sorted(SECRET_PARAMS))]))
 _FLUSH_DELAY = (
     0.05  # seconds: batch lines so a busy worker makes one write per batch, not per request
 )
@@ -36,7 +36,7 @@ _FLUSH_SIZE = 64 * 1024
 
 def redact_query(query: str) -> str:
     """`client_secret=abc&x=1` → `client_secret=REDACTED&x=1`, whatever the name's spelling."""
-    if "=" not in query or not _MAYBE_SECRET.search(query):
+    if "=" not in query or not _MAYBE_SECRET.search(query.lower()):
         return query  # no name that could spell a secret parameter
     parts = query.split("&")
     for i, part in enumerate(parts):
