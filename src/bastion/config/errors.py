@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Iterable, Sequence
 from typing import Any, get_args, get_origin
@@ -22,7 +21,10 @@ def format_path(loc: Iterable[str | int]) -> str:
 
 
 def suggest(word: str, choices: Iterable[str]) -> str:
-    """` (did you mean 'x'?)` when a close choice exists, else ``."""
+    """` (did you mean 'x'?)` when a close choice exists, else ``. (difflib is imported only
+    here, for a config that fails: it would be 0.2 MB of every worker's memory.)"""
+    import difflib
+
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
