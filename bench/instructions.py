@@ -2,9 +2,11 @@
 
 Runs `python_path.py` under callgrind at two request counts; the difference, divided by the
 difference in requests, is what one request costs, start-up and warm-up cancelled out. Timings
-on these VMs move 30 % from one minute to the next; this count repeats to within 0.1 %, so a
+on these VMs move 30 % from one minute to the next; this count repeats to within 0.2 %, so a
 change of 1 % can be seen (bench/PROFILE.md). With --top it also lists the C functions (Python's,
-llhttp's, the compiled hot path's) that take the most instructions per request. Usage:
+llhttp's, the compiled hot path's) that take the most instructions per request. Each run has one
+hash seed, and with --oauth the revocation list is polled once an hour, not once a second
+(python_path.py --poll-interval), so the count is of the cached-token path. Usage:
 
     .venv/bin/python bench/instructions.py [--oauth] [--access-log] [--top 30]
 
@@ -14,6 +16,7 @@ Needs valgrind (`apt-get install -y valgrind`); about a minute per run on 2 core
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import subprocess
@@ -33,7 +36,9 @@ def callgrind(requests: int, extra: list[str], out: Path) -> None:
         "valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
         sys.executable, str(HERE / "python_path.py"), "--requests", str(requests), *extra,
     ]  # fmt: skip
-    subprocess.run(command, check=True, capture_output=True)
+    # one hash seed: dict and set probes then repeat from run to run
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    subprocess.run(command, check=True, capture_output=True, env=env)
 
 
 def by_function(out: Path) -> tuple[int, dict[str, int]]:
@@ -67,13 +72,16 @@ def main() -> int:
     extra = [
         flag for flag, on in (("--oauth", args.oauth), ("--access-log", args.access_log)) if on
     ]
+    if args.oauth:  # the revocation poll, once a second, is a few hundred requests here
+        extra += ["--poll-interval", "3600"]
     with tempfile.TemporaryDirectory(prefix="bastion-callgrind-") as temp:
         outs = {n: Path(temp) / f"callgrind.{n}" for n in (FEW, MANY)}
         with ThreadPoolExecutor(2) as pool:  # one valgrind per core
             list(pool.map(lambda n: callgrind(n, extra, outs[n]), outs))
         (few_total, few), (many_total, many) = by_function(outs[FEW]), by_function(outs[MANY])
     per_request = (many_total - few_total) / (MANY - FEW)
-    print(f"{per_request:,.0f} instructions per request ({' '.join(extra) or 'proxy only'})")
+    shown = " ".join(flag for flag in extra if flag.startswith("--") and flag != "--poll-interval")
+    print(f"{per_request:,.0f} instructions per request ({shown or 'proxy only'})")
     if args.top:
         costs = {name: (many.get(name, 0) - few.get(name, 0)) / (MANY - FEW) for name in many}
         for name, cost in sorted(costs.items(), key=lambda item: -item[1])[: args.top]:

@@ -9,6 +9,9 @@ path from the kernel and the event loop (see PROFILE.md). Usage:
 
 --oauth puts the oauth plugin on the route (bench/systems.py's, a SQLite store in a temporary
 folder) and sends a valid token it issued: the cost of a protected route with a cached token.
+--poll-interval sets how often the revocation list is re-read (store/watch.py's POLL_INTERVAL,
+1 s): under valgrind a second is a few hundred requests, so instructions.py makes it an hour to
+count the cached path alone (at full speed one poll is shared by thousands of requests).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from bastion.gateway.server import Worker
 from bastion.gateway.upstream import UpstreamConnection
 from bastion.ops.logging import LOG
 from bastion.ops.metrics import Metrics
+from bastion.store import watch
 
 CONFIG = """
 listen: 127.0.0.1:1
@@ -148,7 +152,9 @@ def main() -> None:
     parser.add_argument("--access-log", action="store_true")
     parser.add_argument("--oauth", action="store_true", help="a route protected by oauth")
     parser.add_argument("--profile", action="store_true", help="cProfile (slows it down)")
+    parser.add_argument("--poll-interval", type=float, default=watch.POLL_INTERVAL)
     args = parser.parse_args()
+    watch.POLL_INTERVAL = args.poll_interval
     uvloop.install()
     asyncio.run(measure(args.requests, args.access_log, args.oauth, args.profile))
 

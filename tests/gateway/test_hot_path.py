@@ -25,7 +25,7 @@ def folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     past = time.time() - 100
     for module in hot_path.MODULES:
         source = hot_path.source_path(module)
-        source.parent.mkdir(exist_ok=True)
+        source.parent.mkdir(parents=True, exist_ok=True)
         source.write_text("")
         os.utime(source, (past, past))
     return tmp_path

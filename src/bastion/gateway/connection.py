@@ -9,9 +9,9 @@ idle, write stall, keep-alive idle. The sweeper in server.py checks the deadline
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
-from time import perf_counter
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import httptools
 
@@ -26,16 +26,22 @@ if TYPE_CHECKING:
     from bastion.config.model import Limits
     from bastion.gateway.server import Worker
 
-# what the deadline, when it passes, means
-IDLE, HEAD, BODY, WRITE, BUSY = range(5)
+perf_counter: Final = time.perf_counter  # a C static: no look-up by name (access_log.py)
 
-_BAD = "bad_request"
+# what the deadline, when it passes, means
+IDLE: Final = 0
+HEAD: Final = 1
+BODY: Final = 2
+WRITE: Final = 3
+BUSY: Final = 4
+
+_BAD: Final = "bad_request"
 
 # Request header names clients send most, each in its usual spelling and in lower case, mapped to
 # its lower case: one dict look-up instead of a bytes.lower() call (a method looked up by name,
 # from compiled code) per header, and the lower-case name comes with its hash already computed
 # for the look-ups that follow. Built with .lower(), so it answers exactly what lower() would.
-_COMMON_NAMES = (
+_COMMON_NAMES: Final[tuple[bytes, ...]] = (
     b"Host", b"User-Agent", b"Accept", b"Accept-Encoding", b"Accept-Language", b"Connection",
     b"Content-Type", b"Content-Length", b"Authorization", b"Cookie", b"Referer", b"Origin",
     b"Cache-Control", b"Pragma", b"If-None-Match", b"If-Modified-Since", b"Upgrade",
@@ -43,7 +49,7 @@ _COMMON_NAMES = (
     b"X-Forwarded-Host", b"X-Request-Id", b"X-Real-IP", b"Sec-Fetch-Site", b"Sec-Fetch-Mode",
     b"Sec-Fetch-Dest", b"Upgrade-Insecure-Requests", b"DNT", b"Priority", b"TE", b"Via",
 )  # fmt: skip
-_LOWER: dict[bytes, bytes] = {
+_LOWER: Final[dict[bytes, bytes]] = {
     spelling: name.lower() for name in _COMMON_NAMES for spelling in (name, name.lower())
 }
 

@@ -112,9 +112,12 @@ class RequestContext:
 
     def remove_upstream_header(self, name: str) -> None:
         """Do not forward the client's `name` header."""
+        self.remove_upstream_key(name.lower().encode("latin-1"))
+
+    def remove_upstream_key(self, low: bytes) -> None:
+        """remove_upstream_header for a name lower-cased and encoded at config load."""
         if self.upstream_remove is None:
             self.upstream_remove = set()
-        low = name.lower().encode("latin-1")
         self.upstream_remove.add(low)
         if self.upstream_set is not None:
             self.upstream_set.pop(low, None)

@@ -11,7 +11,7 @@ the sizes. The upstream connection calls the exchange back; the exchange hands t
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from bastion.errors import BodyTooLarge, ClientGone
 from bastion.gateway import pipeline
@@ -20,6 +20,7 @@ from bastion.gateway.responses import (
     RESPONSE_DROPPED,
     STATUS_LINES,
     Response,
+    add_header,
     header_lines,
     status_line,
 )
@@ -33,8 +34,8 @@ if TYPE_CHECKING:
 
 Header = tuple[bytes, bytes]
 
-_BUFFER_LIMIT = 256 * 1024  # request body bytes held while no upstream is connected yet
-_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_BUFFER_LIMIT: Final = 256 * 1024  # request body bytes held while no upstream is connected yet
+_CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
 class Exchange(RequestContext):
@@ -287,7 +288,7 @@ class Exchange(RequestContext):
         else:
             self.closing = True  # HTTP/1.0: the end of the body is the end of the connection
         if self.request_id:
-            out += (b"X-Request-Id: ", self.request_id.encode(), b"\r\n")
+            add_header(out, b"X-Request-Id", self.request_id.encode())
         if status != 101:
             if self.closing or not self.keep_alive or conn.draining:
                 self.closing = True

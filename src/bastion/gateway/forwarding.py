@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import os
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
+
+from bastion.gateway.responses import add_header
 
 if TYPE_CHECKING:
     from bastion.gateway.context import RequestContext
@@ -18,7 +20,7 @@ if TYPE_CHECKING:
 
 Header = tuple[bytes, bytes]
 
-HOP_BY_HOP = frozenset(
+HOP_BY_HOP: Final = frozenset(
     {
         b"connection",
         b"keep-alive",
@@ -30,7 +32,7 @@ HOP_BY_HOP = frozenset(
     }
 )
 #: rebuilt by the gateway, never copied from the client
-REBUILT = frozenset(
+REBUILT: Final = frozenset(
     {
         b"content-length",
         b"expect",
@@ -41,12 +43,12 @@ REBUILT = frozenset(
         b"x-request-id",
     }
 )
-DROPPED = HOP_BY_HOP | REBUILT
+DROPPED: Final = HOP_BY_HOP | REBUILT
 #: identity headers only the gateway sets (SPEC §10); plugins may add names at config load
-IDENTITY_NAMES = frozenset({b"x-mse-consumer"})
-IDENTITY_PREFIXES = (b"x-auth-request-", b"eg-consumer-")
+IDENTITY_NAMES: Final = frozenset({b"x-mse-consumer"})
+IDENTITY_PREFIXES: Final[tuple[bytes, ...]] = (b"x-auth-request-", b"eg-consumer-")
 
-_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
+_REQUEST_ID: Final = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
 
 
 class _RandomIds:
@@ -64,7 +66,7 @@ class _RandomIds:
         return self._pool[start : start + 16].hex()
 
 
-_IDS = _RandomIds()
+_IDS: Final = _RandomIds()
 
 
 def request_id(incoming: bytes | None) -> str:
@@ -74,13 +76,16 @@ def request_id(incoming: bytes | None) -> str:
     return _IDS.next()
 
 
-_PLAIN_CONNECTION = frozenset({b"keep-alive", b"close", b"Keep-Alive", b"Close"})
+_PLAIN_CONNECTION: Final = frozenset({b"keep-alive", b"close", b"Keep-Alive", b"Close"})
+
+
+_NO_TOKENS: Final[frozenset[bytes]] = frozenset()
 
 
 def connection_tokens(value: bytes | None) -> frozenset[bytes]:
     """Header names listed in `Connection` (RFC 9110 §7.6.1), lower-case."""
     if not value or value in _PLAIN_CONNECTION:
-        return frozenset()
+        return _NO_TOKENS
     return frozenset(t.strip().lower() for t in value.split(b",")) - {b"close", b"keep-alive", b""}
 
 
@@ -92,8 +97,8 @@ def is_identity(name: bytes, names: frozenset[bytes], prefixes: tuple[bytes, ...
 
 
 #: a header-name memo keeps names up to NAME_KEPT bytes long, and at most VERDICTS_KEPT of them
-NAME_KEPT = 64
-VERDICTS_KEPT = 512
+NAME_KEPT: Final = 64
+VERDICTS_KEPT: Final = 512
 
 
 class ForwardRule:
@@ -126,7 +131,7 @@ class ForwardRule:
 
 
 #: the headers upstream_head sets itself (lower-case); a plugin's edit of one replaces it
-_GATEWAY_OWN = frozenset(
+_GATEWAY_OWN: Final = frozenset(
     {b"host", b"x-forwarded-for", b"x-forwarded-proto", b"x-request-id", b"x-forwarded-host"}
 )
 
@@ -146,10 +151,10 @@ def upstream_head(
     """The request line and headers to send upstream, as bytes."""
     lookup = ctx.lookup
     connection = lookup.get(b"connection")
-    drop_extra = connection_tokens(connection) if connection else frozenset()
+    drop_extra = connection_tokens(connection) if connection else _NO_TOKENS
     edits_set = ctx.upstream_set
     edits_remove = ctx.upstream_remove
-    target = pool.base_path.encode() + ctx.path.encode("ascii")
+    target = pool.base_path + ctx.path.encode("ascii")
     if raw_query:
         target += b"?" + raw_query
     out = [ctx.method.encode("ascii"), b" ", target, b" HTTP/1.1\r\n"]
@@ -165,7 +170,7 @@ def upstream_head(
         ):
             continue
         name, value = headers[i]
-        out += (name, b": ", value, b"\r\n")
+        add_header(out, name, value)
     client_host = lookup.get(b"host", b"")
     forwarded_for.append(ctx.client_ip.encode())
     proto = (lookup.get(b"x-forwarded-proto") if trusted_peer else None) or ctx.scheme.encode()
@@ -175,12 +180,12 @@ def upstream_head(
     if (edits_set is None or _GATEWAY_OWN.isdisjoint(edits_set)) and (
         edits_remove is None or _GATEWAY_OWN.isdisjoint(edits_remove)
     ):  # the common case: no plugin edits a header the gateway sets itself
-        out += (
-            b"Host: ", host, b"\r\nX-Forwarded-For: ", xff, b"\r\nX-Forwarded-Proto: ", proto,
-            b"\r\nX-Request-Id: ", ctx.request_id.encode(), b"\r\n",
-        )  # fmt: skip
+        add_header(out, b"Host", host)
+        add_header(out, b"X-Forwarded-For", xff)
+        add_header(out, b"X-Forwarded-Proto", proto)
+        add_header(out, b"X-Request-Id", ctx.request_id.encode())
         if fwd_host:
-            out += (b"X-Forwarded-Host: ", fwd_host, b"\r\n")
+            add_header(out, b"X-Forwarded-Host", fwd_host)
     else:
         rebuilt: list[Header] = [
             (b"Host", host),
@@ -196,11 +201,13 @@ def upstream_head(
             if (edits_set is None or low not in edits_set) and (
                 edits_remove is None or low not in edits_remove
             ):
-                out += (name, b": ", value, b"\r\n")
+                add_header(out, name, value)
     if upgrade:
-        out += (b"Connection: upgrade\r\nUpgrade: ", lookup.get(b"upgrade", b""), b"\r\n")
+        out.append(b"Connection: upgrade\r\n")
+        add_header(out, b"Upgrade", lookup.get(b"upgrade", b""))
     if edits_set:
         for raw_name, value in edits_set.values():
-            out += (raw_name, b": ", value, b"\r\n")
-    out += (framing, b"\r\n")
+            add_header(out, raw_name, value)
+    out.append(framing)
+    out.append(b"\r\n")
     return b"".join(out)

@@ -22,9 +22,11 @@ if TYPE_CHECKING:
 
 #: the modules a request walks through (PROFILE.md), compiled as one group; under `bastion`
 MODULES = (
-    "gateway.access_log", "gateway.connection", "gateway.context", "gateway.exchange",
-    "gateway.forwarding", "gateway.pipeline", "gateway.request_head", "gateway.responses",
-    "gateway.route", "gateway.routing", "gateway.runtime", "gateway.upstream", "ops.metrics",
+    "gateway.access_log", "gateway.clock", "gateway.connection", "gateway.context",
+    "gateway.exchange", "gateway.forwarding", "gateway.pipeline", "gateway.request_head",
+    "gateway.responses", "gateway.route", "gateway.routing", "gateway.runtime",
+    "gateway.upstream", "ops.metrics", "plugins.oauth.cache", "plugins.oauth.step",
+    "plugins.step",
 )  # fmt: skip
 #: the module name of the group's shared library (mypycify's group_name)
 GROUP = "bastion.gateway._hot_path"

@@ -10,7 +10,7 @@ calls back into on_response_head, on_upstream_failure and complete.
 from __future__ import annotations
 
 import ssl
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import httptools
 
@@ -28,6 +28,7 @@ from bastion.gateway.responses import (
     NO_ROUTE,
     RESPONSE_DROPPED,
     Response,
+    add_header,
     header_lines,
     json_error,
     json_response,
@@ -35,7 +36,7 @@ from bastion.gateway.responses import (
 from bastion.gateway.routing import BadPath, normalize_path
 from bastion.gateway.upstream import UpstreamClosed, UpstreamTimeout
 from bastion.ops.logging import LOG, LogThrottle
-from bastion.plugins.base import LATER
+from bastion.plugins.step import LATER
 from bastion.store.base import StoreUnavailable
 
 if TYPE_CHECKING:
@@ -47,9 +48,9 @@ if TYPE_CHECKING:
     from bastion.gateway.upstream import UpstreamConnection
 
 #: RFC 9110 §9.2.2: safe to send again when a pooled connection turned out to be dead
-IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
-_CHUNKED = b"Transfer-Encoding: chunked\r\n"
-_STORE_ERRORS = LogThrottle()  # one line per 5 s while the store is down
+IDEMPOTENT: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+_CHUNKED: Final = b"Transfer-Encoding: chunked\r\n"
+_STORE_ERRORS: Final = LogThrottle()  # one line per 5 s while the store is down
 
 
 def start(worker: Worker, ex: Exchange) -> None:
@@ -298,7 +299,7 @@ def on_response_head(ex: Exchange, status: int, headers: list[tuple[bytes, bytes
         if low is None:
             low = _dropped_as(name)
         if not low:
-            lines += (name, b": ", value, b"\r\n")
+            add_header(lines, name, value)
         elif low == b"content-length":
             length_value = value
         elif low == b"transfer-encoding":
@@ -344,7 +345,7 @@ def on_response_head(ex: Exchange, status: int, headers: list[tuple[bytes, bytes
 
 #: an upstream's header name, as sent → its lower-case form if the gateway drops it, else b"";
 #: bounded like forwarding.ForwardRule's memo (upstreams send the same few names every time)
-_DROPPED_AS: dict[bytes, bytes] = {}
+_DROPPED_AS: Final[dict[bytes, bytes]] = {}
 
 
 def _dropped_as(name: bytes) -> bytes:

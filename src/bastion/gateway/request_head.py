@@ -3,17 +3,17 @@ Host, Expect, method (RFC 9112 §2.3, §3.2, §6.1, §6.3; RFC 9110 §10.1.1).""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from bastion.gateway.responses import Response, json_error
 
 if TYPE_CHECKING:
     from bastion.gateway.exchange import Exchange
 
-_BAD = "bad_request"
+_BAD: Final = "bad_request"
 
 #: request headers check_head looks at (on_header sets them aside as they come)
-FRAMING_HEADERS = frozenset({b"content-length", b"transfer-encoding", b"host", b"expect"})
+FRAMING_HEADERS: Final = frozenset({b"content-length", b"transfer-encoding", b"host", b"expect"})
 
 
 def check_head(ex: Exchange) -> Response | None:

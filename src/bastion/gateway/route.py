@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from bastion.gateway.routing import DomainTable
     from bastion.gateway.upstream import UpstreamPool
-    from bastion.plugins.base import Step
+    from bastion.plugins.step import Step
 
 
 class Chain:

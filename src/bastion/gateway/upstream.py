@@ -332,7 +332,8 @@ class UpstreamPool:
         host_text = f"[{self.host}]" if ":" in self.host else self.host
         #: the Host header sent upstream unless a route preserves the client's
         self.host_header = (host_text if default_port else f"{host_text}:{self.port}").encode()
-        self.base_path = (parts.path or "").rstrip("/")
+        #: the service URL's path, put before every request path (bytes: one encode, here)
+        self.base_path = (parts.path or "").rstrip("/").encode()
         self.connect_timeout = service.connect_timeout
         self.timeout = service.timeout
         self.idle_timeout = service.idle_timeout

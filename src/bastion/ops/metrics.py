@@ -8,11 +8,11 @@ Prometheus format.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Final
 
 # (annotated tuple[float, ...]: mypyc keeps a fixed-length tuple of floats unboxed, as a C struct,
 # and boxes all fifteen into a new tuple at every use)
-BUCKETS: tuple[float, ...] = (
+BUCKETS: Final[tuple[float, ...]] = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 )  # fmt: skip
 

@@ -17,11 +17,12 @@ from typing import TYPE_CHECKING, ClassVar
 from bastion.config.model import Model
 from bastion.gateway.clock import SYSTEM_CLOCK, Clock
 from bastion.ops.metrics import Metrics
+from bastion.plugins.step import LATER, Later, Step
 
 if TYPE_CHECKING:
-    from bastion.gateway.context import RequestContext, ResponseHead
-    from bastion.gateway.responses import Response
     from bastion.store.base import Store
+
+__all__ = ["LATER", "Later", "Plugin", "PluginDeps", "Step"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,42 +35,6 @@ class PluginDeps:
     store: Store | None = None
     #: the worker's counters (auth outcomes); a fresh one when the plugin runs outside a worker
     metrics: Metrics = field(default_factory=Metrics)
-
-
-class Later:
-    """`on_request_now`'s answer when the step must await something: run `on_request`."""
-
-
-LATER = Later()
-
-
-class Step:
-    """A plugin bound to one scope (instance, route rule or domain rule) of one config.
-
-    Override on_request, on_response or both; the pipeline calls only what a Step overrides.
-    A step whose common case needs no await (a cached token) may also override on_request_now:
-    the pipeline tries it first and starts no task when every step answers at once.
-    """
-
-    async def on_request(self, ctx: RequestContext) -> Response | None:
-        """Answer the request (return a Response) or change what goes upstream (return None)."""
-        return None
-
-    def on_request_now(self, ctx: RequestContext) -> Response | Later | None:
-        """on_request's answer when it can be given without awaiting, else LATER (and nothing
-        changed). Must agree with on_request."""
-        return LATER
-
-    def on_response(self, ctx: RequestContext, head: ResponseHead) -> None:
-        """See, and possibly change, the upstream's status and headers."""
-
-    @property
-    def handles_request(self) -> bool:
-        return type(self).on_request is not Step.on_request
-
-    @property
-    def handles_response(self) -> bool:
-        return type(self).on_response is not Step.on_response
 
 
 class Plugin:

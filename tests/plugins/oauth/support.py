@@ -25,8 +25,9 @@ from bastion.gateway.responses import Response
 from bastion.gateway.route import Chain, RouteRuntime
 from bastion.gateway.upstream import UpstreamPool
 from bastion.plugins.base import PluginDeps, Step
-from bastion.plugins.oauth.handler import OAuthPlugin, OAuthStep
+from bastion.plugins.oauth.handler import OAuthPlugin
 from bastion.plugins.oauth.schema import OAuthConfig, OAuthRule
+from bastion.plugins.oauth.step import OAuthStep
 from bastion.store.base import Store, StoreUnavailable
 
 TYP = "application/at+jwt"

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bastion.plugins.oauth.cache import MAX_ENTRIES, VerifiedCache
-from bastion.plugins.oauth.tokens import VerifiedToken
+from bastion.plugins.oauth.cache import MAX_ENTRIES, VerifiedCache, VerifiedToken
 
 NOW = 1_700_000_000
 
@@ -83,3 +82,44 @@ def test_clear() -> None:
     assert cache.get(b"t0", NOW) is None
     cache.put(b"t0", entry())
     assert cache.get(b"t0", NOW) is not None
+
+
+def test_the_last_entry_found_answers_as_the_dict_would() -> None:
+    """get() remembers the entry it found last; that memo never outlives the entry's rules."""
+    cache = VerifiedCache(skew=0)
+    first, second = entry(name="a"), entry(name="b")
+    cache.put(b"token-a", first)
+    cache.put(b"token-b", second)
+    assert cache.get(b"token-a", NOW) is first
+    assert cache.get(b"token-a", NOW) is first  # from the memo
+    assert cache.get(b"token-b", NOW) is second  # same length, other bytes
+    assert cache.get(b"token-", NOW) is None
+
+
+def test_a_miss_is_not_remembered_past_a_put() -> None:
+    cache = VerifiedCache(skew=0)
+    assert cache.get(b"t", NOW) is None
+    verified = entry()
+    cache.put(b"t", verified)
+    assert cache.get(b"t", NOW) is verified
+
+
+def test_the_memo_expires_and_clears_with_the_cache() -> None:
+    cache = VerifiedCache(skew=0)
+    cache.put(b"t", entry(exp=NOW))
+    assert cache.get(b"t", NOW) is not None
+    assert cache.get(b"t", NOW + 1) is None  # past exp, though remembered
+    assert b"t" not in cache.entries
+    cache.put(b"t", entry(exp=NOW + 100))
+    assert cache.get(b"t", NOW) is not None
+    cache.clear()  # a revocation or a key rotation
+    assert cache.get(b"t", NOW) is None
+
+
+def test_an_evicted_entry_is_not_answered_from_the_memo() -> None:
+    cache = VerifiedCache(skew=0, limit=1)
+    cache.put(b"old", entry(name="old"))
+    assert cache.get(b"old", NOW) is not None
+    cache.put(b"new", entry(name="new"))
+    assert cache.get(b"old", NOW) is None
+    assert cache.get(b"new", NOW) is not None

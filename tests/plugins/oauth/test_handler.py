@@ -13,9 +13,10 @@ import pytest
 from bastion.errors import ConfigError
 from bastion.gateway.responses import Response
 from bastion.plugins.base import PluginDeps
-from bastion.plugins.oauth.handler import OAuthPlugin, OAuthStep
+from bastion.plugins.oauth.handler import OAuthPlugin
 from bastion.plugins.oauth.revocation import revoke
 from bastion.plugins.oauth.schema import OAuthConfig
+from bastion.plugins.oauth.step import OAuthStep
 from bastion.store.base import StoreUnavailable
 from bastion.store.sqlite import SqliteStore
 from tests.plugins.oauth.support import (

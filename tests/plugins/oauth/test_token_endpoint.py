@@ -13,7 +13,7 @@ import pytest
 
 from bastion.errors import BodyTooLarge
 from bastion.gateway.responses import Response
-from bastion.plugins.oauth.handler import OAuthStep
+from bastion.plugins.oauth.step import OAuthStep
 from bastion.plugins.oauth.token_endpoint import MAX_FORM
 from bastion.store.base import StoreUnavailable
 from bastion.store.sqlite import SqliteStore

@@ -12,8 +12,9 @@ import orjson
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from bastion.plugins.oauth.cache import VerifiedToken
 from bastion.plugins.oauth.schema import Consumer, OAuthRule
-from bastion.plugins.oauth.tokens import MAX_TOKEN, InvalidToken, TokenCodec, VerifiedToken
+from bastion.plugins.oauth.tokens import MAX_TOKEN, InvalidToken, TokenCodec
 from tests.plugins.oauth.support import (
     CONSUMERS,
     ID1,

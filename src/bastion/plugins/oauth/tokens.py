@@ -13,12 +13,12 @@ import contextlib
 import uuid
 import warnings
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
 
 from bastion.gateway.clock import Clock
+from bastion.plugins.oauth.cache import VerifiedToken
 from bastion.plugins.oauth.schema import Consumer, OAuthRule
 
 TYP = "application/at+jwt"  # RFC 9068 §2.1
@@ -35,17 +35,6 @@ class InvalidToken(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
-
-
-@dataclass(frozen=True, slots=True)
-class VerifiedToken:
-    """What a request needs of a verified token."""
-
-    consumer: str
-    aud: str
-    scopes: frozenset[str]
-    exp: int
-    jti: str
 
 
 class KeyRing(Protocol):
