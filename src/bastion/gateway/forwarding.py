@@ -180,10 +180,16 @@ def upstream_head(
     if (edits_set is None or _GATEWAY_OWN.isdisjoint(edits_set)) and (
         edits_remove is None or _GATEWAY_OWN.isdisjoint(edits_remove)
     ):  # the common case: no plugin edits a header the gateway sets itself
-        add_header(out, b"Host", host)
-        add_header(out, b"X-Forwarded-For", xff)
-        add_header(out, b"X-Forwarded-Proto", proto)
-        add_header(out, b"X-Request-Id", ctx.request_id.encode())
+        # constant pieces merged: bytes.join costs ~95 instructions a piece
+        out.append(b"Host: ")
+        out.append(host)
+        out.append(b"\r\nX-Forwarded-For: ")
+        out.append(xff)
+        out.append(b"\r\nX-Forwarded-Proto: ")
+        out.append(proto)
+        out.append(b"\r\nX-Request-Id: ")
+        out.append(ctx.request_id.encode())
+        out.append(b"\r\n")
         if fwd_host:
             add_header(out, b"X-Forwarded-Host", fwd_host)
     else:
