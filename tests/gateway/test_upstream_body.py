@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from bastion.gateway.upstream import UpstreamConnection, _content_length
+from bastion.gateway.upstream import UpstreamConnection, _content_length, parse_length
 from tests.gateway.harness import wire
 
 CONFIG = """
@@ -90,3 +90,26 @@ def test_only_one_plain_content_length_is_counted(
     headers: list[tuple[bytes, bytes]], length: int
 ) -> None:
     assert _content_length(headers) == length
+
+
+def _reference_length(value: bytes) -> int:
+    """What the gateway read before parse_length: strip, isdigit, int."""
+    text = value.strip()
+    return int(text) if text.isdigit() else -1
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b"", b"0", b"7", b"95", b"007", b" 12", b"12 ", b"\t12\t", b" \x0b12\x0c\r\n", b"1 2",
+        b"-1", b"+1", b"1.0", b"0x10", b"\xd9\xa1", b"12a", b" ", b"99999999999999999999999",
+    ],
+)  # fmt: skip
+def test_parse_length_reads_as_strip_isdigit_int(value: bytes) -> None:
+    assert parse_length(value) == _reference_length(value)
+
+
+def test_parse_length_on_every_single_byte_around_a_digit() -> None:
+    for byte in range(256):
+        for value in (bytes([byte]), bytes([byte]) + b"5", b"5" + bytes([byte])):
+            assert parse_length(value) == _reference_length(value), value

@@ -229,8 +229,8 @@ class Exchange(RequestContext):
         self.upstream = None
 
     # --- callbacks from the upstream connection
-    def response_head(self, status: int, headers: list[Header]) -> None:
-        pipeline.on_response_head(self, status, headers)
+    def response_head(self, status: int, headers: list[Header], declared: int = -1) -> None:
+        pipeline.on_response_head(self, status, headers, declared)
 
     def upstream_failed(self, upstream: UpstreamConnection, error: UpstreamError) -> None:
         pipeline.on_upstream_failure(self, upstream, error)

@@ -34,7 +34,7 @@ from bastion.gateway.responses import (
     json_response,
 )
 from bastion.gateway.routing import BadPath, normalize_path
-from bastion.gateway.upstream import UpstreamClosed, UpstreamTimeout
+from bastion.gateway.upstream import UpstreamClosed, UpstreamTimeout, parse_length
 from bastion.ops.logging import LOG, LogThrottle
 from bastion.plugins.step import LATER
 from bastion.store.base import StoreUnavailable
@@ -291,8 +291,11 @@ def on_upstream_failure(ex: Exchange, upstream: UpstreamConnection, error: Upstr
     _finish(ex)
 
 
-def on_response_head(ex: Exchange, status: int, headers: list[tuple[bytes, bytes]]) -> None:
-    """The upstream's head arrived: response plugins, then the head to the client."""
+def on_response_head(
+    ex: Exchange, status: int, headers: list[tuple[bytes, bytes]], declared: int = -1
+) -> None:
+    """The upstream's head arrived: response plugins, then the head to the client. `declared`
+    is its one valid Content-Length as the upstream connection read it, else -1."""
     ctx, chain = ex, ex.chain
     assert chain is not None
     if status == 101 and not ex.upgrade:
@@ -341,8 +344,11 @@ def on_response_head(ex: Exchange, status: int, headers: list[tuple[bytes, bytes
         return
     if ex.upgrade:
         ex.closing = True  # the client parser stopped at the Upgrade head: this connection ends
-    length_value = length_value.strip()
-    length = int(length_value) if length_value.isdigit() else None
+    if declared >= 0:
+        length: int | None = declared
+    else:  # not read upstream (HEAD, 204, 304), or none or several: the last one, if valid
+        parsed = parse_length(length_value)
+        length = parsed if parsed >= 0 else None
     ex.response_until_close = (
         length is None and encoding.lower().find(b"chunked") < 0 and status not in (204, 304)
         and status >= 200 and ex.method != "HEAD"
