@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bastion.gateway.forwarding import IDENTITY_NAMES, ForwardRule
+from bastion.gateway.forwarding import IDENTITY_NAMES, ForwardRule, request_id
 
 
 @pytest.mark.parametrize(
@@ -46,3 +46,22 @@ def test_each_config_has_its_own_identity_names() -> None:
     assert ForwardRule(IDENTITY_NAMES | {b"x-plugin-identity"}).never_forwarded(
         b"x-plugin-identity"
     )
+
+
+def test_request_ids_are_128_random_bits_in_hex_and_never_repeat() -> None:
+    ids = [request_id(None) for _ in range(1000)]  # several refills of the pool (256 each)
+    assert len(set(ids)) == len(ids)
+    for value in ids:
+        assert len(value) == 32 and int(value, 16) >= 0 and value == value.lower()
+
+
+@pytest.mark.parametrize(
+    ("incoming", "kept"),
+    [(b"abc-123", True), (b"A.b_c:d", True), (b"x" * 128, True), (b"x" * 129, False),
+     (b"", False), (b"a b", False), (b"a\xff", False)],
+)  # fmt: skip
+def test_a_well_formed_incoming_id_is_kept(incoming: bytes, kept: bool) -> None:
+    value = request_id(incoming)
+    assert (value == incoming.decode("latin-1")) is kept
+    if not kept:
+        assert len(value) == 32

@@ -52,18 +52,19 @@ _REQUEST_ID: Final = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
 
 
 class _RandomIds:
-    """128-bit random ids from a refilled pool: one getrandom() per 256 ids, not per request."""
+    """128-bit random ids from a refilled pool: one getrandom() per 256 ids, not per request,
+    in hex at refill (a str slice per id, not a bytes.hex() call by name)."""
 
     def __init__(self) -> None:
-        self._pool = b""
+        self._pool = ""
         self._at = 0
 
     def next(self) -> str:
         if self._at >= len(self._pool):
-            self._pool, self._at = os.urandom(16 * 256), 0
+            self._pool, self._at = os.urandom(16 * 256).hex(), 0
         start = self._at
-        self._at += 16
-        return self._pool[start : start + 16].hex()
+        self._at += 32
+        return self._pool[start : start + 32]
 
 
 _IDS: Final = _RandomIds()
