@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
 import httptools
@@ -90,6 +91,7 @@ class ClientConnection(asyncio.Protocol):
         "limits",
         "line_version",
         "loop",
+        "now",
         "parser",
         "parsing",
         "paused",
@@ -106,6 +108,8 @@ class ClientConnection(asyncio.Protocol):
     def __init__(self, worker: Worker, scheme: str) -> None:
         self.worker = worker
         self.loop = worker.loop
+        # the loop's clock, bound once: `loop.time()` looks the method up by name at each call
+        self.now: Callable[[], float] = worker.loop.time
         self.scheme = scheme
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
@@ -150,11 +154,11 @@ class ClientConnection(asyncio.Protocol):
         if self.error is not None or self.closed:
             return  # after a framing error, or once closing, nothing more is read
         if self.phase == BODY:
-            self.deadline = self.loop.time() + self.limits.client_timeout
+            self.deadline = self.now() + self.limits.client_timeout
         elif not self.in_head and self.parsing is None:
             self.in_head = True
             self.phase = HEAD
-            self.deadline = self.loop.time() + self.limits.header_timeout
+            self.deadline = self.now() + self.limits.header_timeout
             self.line_version = request_line_version(data)
         if self.in_head:
             self.head_bytes += len(data)
@@ -187,7 +191,7 @@ class ClientConnection(asyncio.Protocol):
         self.queue.clear()
 
     def pause_writing(self) -> None:
-        self.phase, self.deadline = WRITE, self.loop.time() + self.limits.client_timeout
+        self.phase, self.deadline = WRITE, self.now() + self.limits.client_timeout
         ex = self.active
         if ex is not None and ex.upstream is not None:
             ex.upstream.pause_reading()
@@ -210,7 +214,7 @@ class ClientConnection(asyncio.Protocol):
         self.in_head = True
         if self.phase != HEAD:
             self.phase = HEAD
-            self.deadline = self.loop.time() + self.limits.header_timeout
+            self.deadline = self.now() + self.limits.header_timeout
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -263,7 +267,7 @@ class ClientConnection(asyncio.Protocol):
         ex.start = perf_counter()
         if ex.has_body:
             # a body streams: start now, so it can flow upstream as it arrives
-            self.phase, self.deadline = BODY, self.loop.time() + self.limits.client_timeout
+            self.phase, self.deadline = BODY, self.now() + self.limits.client_timeout
             self._admit(ex)
         else:
             self.phase, self.deadline = BUSY, 0.0
@@ -351,7 +355,7 @@ class ClientConnection(asyncio.Protocol):
     # --- helpers
     def _idle(self) -> None:
         self.phase = IDLE
-        self.deadline = self.loop.time() + self.limits.keepalive_timeout
+        self.deadline = self.now() + self.limits.keepalive_timeout
 
     def _upgrade(self, rest: bytes) -> None:
         """llhttp stops at an Upgrade request; after the head, the bytes are the tunnel's."""

@@ -321,7 +321,7 @@ class Exchange(RequestContext):
     def tunnel_from_client(self, data: bytes) -> None:
         upstream = self.upstream
         if upstream is not None and self.started and self.status == 101:
-            upstream.deadline = self.conn.loop.time() + upstream.pool.timeout
+            upstream.deadline = self.conn.now() + upstream.pool.timeout
             upstream.write(data)
         else:
             if self.tunnel_pending is None:

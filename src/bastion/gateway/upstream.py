@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -135,7 +136,7 @@ class UpstreamConnection(asyncio.Protocol):
             if ex is None:
                 self.close()
                 return
-            self.deadline = self.pool.loop.time() + self.pool.timeout  # idle tunnels time out
+            self.deadline = self.pool.now() + self.pool.timeout  # idle tunnels time out
             ex.tunnel_from_upstream(data)
             return
         if ex is None:
@@ -154,7 +155,7 @@ class UpstreamConnection(asyncio.Protocol):
             if self.exchange is not ex or ex.status != 101:
                 self.close()  # a 101 the client did not ask for, already answered with a 502
                 return
-            self.deadline = self.pool.loop.time() + self.pool.timeout
+            self.deadline = self.pool.now() + self.pool.timeout
             rest = data[exc.args[0] :] if exc.args else b""
             if rest:
                 ex.tunnel_from_upstream(rest)
@@ -233,7 +234,7 @@ class UpstreamConnection(asyncio.Protocol):
         ex = self.exchange
         if ex is not None and not self.response_done:
             if self.deadline:
-                self.deadline = self.pool.loop.time() + self.pool.timeout
+                self.deadline = self.pool.now() + self.pool.timeout
             ex.upstream_body(body)
 
     def on_message_complete(self) -> None:
@@ -249,7 +250,7 @@ class UpstreamConnection(asyncio.Protocol):
             chunk = data if len(data) <= left else data[:left]
             self.body_left = left - len(chunk)
             if self.deadline:
-                self.deadline = self.pool.loop.time() + self.pool.timeout
+                self.deadline = self.pool.now() + self.pool.timeout
             ex.upstream_body(chunk)
             if self.body_left == 0:
                 if len(data) > len(chunk):
@@ -282,7 +283,7 @@ class UpstreamConnection(asyncio.Protocol):
     def start_response_timer(self) -> None:
         """The request is fully sent: from now the response head must come within the timeout."""
         if not self.response_done and not self.paused:
-            self.deadline = self.pool.loop.time() + self.pool.timeout
+            self.deadline = self.pool.now() + self.pool.timeout
 
     def timed_out(self) -> None:
         """Called by the sweeper when `deadline` passed."""
@@ -306,7 +307,7 @@ class UpstreamConnection(asyncio.Protocol):
         if self.transport is not None and self.paused:
             self.paused = False
             if not self.response_done and self.exchange is not None:
-                self.deadline = self.pool.loop.time() + self.pool.timeout
+                self.deadline = self.pool.now() + self.pool.timeout
             self.transport.resume_reading()
 
     def close(self) -> None:
@@ -350,6 +351,7 @@ class UpstreamPool:
         parts = urlsplit(service.url)
         self.name = service.name
         self.loop = loop
+        self.now: Callable[[], float] = loop.time  # bound once (connection.py)
         self.host = parts.hostname or "127.0.0.1"
         self.tls = parts.scheme == "https"
         self.port = parts.port or (443 if self.tls else 80)
@@ -400,7 +402,7 @@ class UpstreamPool:
         if self.closed or len(self.idle) >= self.max_idle:
             conn.close()
             return
-        conn.idle_since = self.loop.time()
+        conn.idle_since = self.now()
         self.idle.append(conn)
 
     def forget(self, conn: UpstreamConnection) -> None:
