@@ -9,6 +9,7 @@ import pytest
 
 from bastion.gateway.connection import _LOWER, request_line_version
 from bastion.gateway.exchange import Exchange
+from bastion.gateway.request_head import FRAMING_HEADERS
 from tests.gateway.harness import wire
 
 CONFIG = """
@@ -42,8 +43,9 @@ def test_request_line_version(data: bytes, version: str) -> None:
 
 
 def test_the_common_names_table_answers_what_lower_would() -> None:
-    assert all(low == name.lower() for name, low in _LOWER.items())
-    assert b"host" in _LOWER and b"Host" in _LOWER
+    assert all(low == name.lower() for name, (low, _) in _LOWER.items())
+    assert all(framing is (low in FRAMING_HEADERS) for low, framing in _LOWER.values())
+    assert b"host" in _LOWER and b"Host" in _LOWER and _LOWER[b"Host"] == (b"host", True)
 
 
 @pytest.mark.parametrize(

@@ -39,9 +39,10 @@ BUSY: Final = 4
 _BAD: Final = "bad_request"
 
 # Request header names clients send most, each in its usual spelling and in lower case, mapped to
-# its lower case: one dict look-up instead of a bytes.lower() call (a method looked up by name,
-# from compiled code) per header, and the lower-case name comes with its hash already computed
-# for the look-ups that follow. Built with .lower(), so it answers exactly what lower() would.
+# its lower case and whether check_head needs it (FRAMING_HEADERS): one dict look-up instead of a
+# bytes.lower() call (a method looked up by name, from compiled code) and a set look-up per
+# header, and the lower-case name comes with its hash already computed for the look-ups that
+# follow. Built with .lower(), so it answers exactly what lower() would.
 _COMMON_NAMES: Final[tuple[bytes, ...]] = (
     b"Host", b"User-Agent", b"Accept", b"Accept-Encoding", b"Accept-Language", b"Connection",
     b"Content-Type", b"Content-Length", b"Authorization", b"Cookie", b"Referer", b"Origin",
@@ -50,8 +51,10 @@ _COMMON_NAMES: Final[tuple[bytes, ...]] = (
     b"X-Forwarded-Host", b"X-Request-Id", b"X-Real-IP", b"Sec-Fetch-Site", b"Sec-Fetch-Mode",
     b"Sec-Fetch-Dest", b"Upgrade-Insecure-Requests", b"DNT", b"Priority", b"TE", b"Via",
 )  # fmt: skip
-_LOWER: Final[dict[bytes, bytes]] = {
-    spelling: name.lower() for name in _COMMON_NAMES for spelling in (name, name.lower())
+_LOWER: Final[dict[bytes, tuple[bytes, bool]]] = {
+    spelling: (name.lower(), name.lower() in FRAMING_HEADERS)
+    for name in _COMMON_NAMES
+    for spelling in (name, name.lower())
 }
 
 
@@ -223,14 +226,17 @@ class ClientConnection(asyncio.Protocol):
         ex = self.parsing
         if ex is None or not self.in_head:
             return  # chunked trailers are not forwarded
-        low = _LOWER.get(name)
-        if low is None:
+        known = _LOWER.get(name)
+        if known is None:
             low = name.lower()
+            framing = low in FRAMING_HEADERS
+        else:
+            low, framing = known
         ex.headers.append((name, value))
         ex.names.append(low)
         ex.lookup[low] = value
         self.head_size += len(name) + len(value) + 4
-        if low in FRAMING_HEADERS:
+        if framing:
             ex.framing.append((low, value))
 
     def on_headers_complete(self) -> None:
