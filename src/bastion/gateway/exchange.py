@@ -268,12 +268,13 @@ class Exchange(RequestContext):
     ) -> None:  # fmt: skip
         """Write the response head; framing is decided here from `length` and the request.
         `lines` are the end-to-end headers, rendered by header_lines (callers drop
-        RESPONSE_DROPPED)."""
+        RESPONSE_DROPPED); the head is built in that list, which the caller gives up."""
         conn = self.conn
         self.status = status
         self.started = True
         self.no_body = self.method == "HEAD" or status in (204, 304) or status < 200
-        out = [STATUS_LINES.get(status) or status_line(status), *lines]
+        out = lines
+        out.insert(0, STATUS_LINES.get(status) or status_line(status))
         if status == 101:
             out.append(extra)
         elif status in (204, 304) or status < 200:
@@ -299,7 +300,10 @@ class Exchange(RequestContext):
         if body and not self.no_body:
             out.append(body)
             self.bytes_out += len(body)
-        self._write(b"".join(out))
+        if self.corked is not None:
+            self.corked += out  # joined once, with the body that follows, by uncork
+        else:
+            self.conn.write(b"".join(out))
 
     def send_response(self, response: Response) -> None:
         """Write a whole response the gateway or a plugin made."""
