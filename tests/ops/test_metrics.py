@@ -43,3 +43,23 @@ def test_bucket_of_is_bisect_left_on_every_edge() -> None:
     for seconds in probes:
         assert bucket_of(seconds) == bisect.bisect_left(BUCKETS, seconds), seconds
     assert bucket_of(1e9) == len(BUCKETS)  # +Inf
+
+
+def test_auth_outcomes_are_counted_by_plugin_and_outcome_and_merged() -> None:
+    first, second = Metrics(), Metrics()
+    for _ in range(3):
+        first.auth_outcome("oauth", "ok")
+    first.auth_outcome("oauth", "invalid_token")
+    first.auth_outcome("oidc", "ok")
+    second.auth_outcome("oauth", "ok")
+    assert sorted(map(tuple, first.snapshot()["auth"])) == [
+        ("oauth", "invalid_token", 1),
+        ("oauth", "ok", 3),
+        ("oidc", "ok", 1),
+    ]
+    merged = merge([first.snapshot(), second.snapshot()])
+    assert sorted(map(tuple, merged["auth"])) == [
+        ("oauth", "invalid_token", 1),
+        ("oauth", "ok", 4),
+        ("oidc", "ok", 1),
+    ]

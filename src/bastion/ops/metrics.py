@@ -45,7 +45,9 @@ class Metrics:
         self.upstream_errors: dict[tuple[str, str], int] = {}
         self.active_connections = 0
         self.reloads: dict[str, int] = {"ok": 0, "error": 0}
-        self.auth: dict[tuple[str, str], int] = {}  # (plugin, outcome) → count
+        # plugin → outcome → count (str keys hash once; a (plugin, outcome) tuple is built and
+        # hashed at each count)
+        self.auth: dict[str, dict[str, int]] = {}
         self.store_down = 0  # 1 while this worker's last store check failed
         self.token_cache: dict[str, int] = {}  # upstream-oauth: hit / miss
         self.idp_requests: dict[str, int] = {}  # by outcome: ok, network, timeout, status, ...
@@ -76,8 +78,10 @@ class Metrics:
 
     def auth_outcome(self, plugin: str, outcome: str) -> None:
         """One authentication decision: `ok`, `invalid_token`, `denied`, `issued`, ..."""
-        key = (plugin, outcome)
-        self.auth[key] = self.auth.get(key, 0) + 1
+        outcomes = self.auth.get(plugin)
+        if outcomes is None:
+            outcomes = self.auth[plugin] = {}
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
 
     def snapshot(self) -> dict[str, Any]:
         """A JSON-able copy, for the admin process to merge."""
@@ -87,7 +91,7 @@ class Metrics:
             "upstream_errors": [[s, k, n] for (s, k), n in self.upstream_errors.items()],
             "active_connections": self.active_connections,
             "reloads": dict(self.reloads),
-            "auth": [[p, o, n] for (p, o), n in self.auth.items()],
+            "auth": [[p, o, n] for p, row in self.auth.items() for o, n in row.items()],
             "store_down": self.store_down,
             "token_cache": dict(self.token_cache),
             "idp_requests": dict(self.idp_requests),
@@ -114,7 +118,8 @@ def merge(snapshots: Iterable[dict[str, Any]]) -> dict[str, Any]:
         for result, n in snap.get("reloads", {}).items():
             total.reloads[result] = total.reloads.get(result, 0) + n
         for plugin, outcome, n in snap.get("auth", []):
-            total.auth[(plugin, outcome)] = total.auth.get((plugin, outcome), 0) + n
+            outcomes = total.auth.setdefault(plugin, {})
+            outcomes[outcome] = outcomes.get(outcome, 0) + n
         total.store_down += snap.get("store_down", 0)  # workers whose store check failed
         for kind, n in snap.get("token_cache", {}).items():
             total.token_cache[kind] = total.token_cache.get(kind, 0) + n
