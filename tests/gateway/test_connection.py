@@ -68,3 +68,25 @@ def test_header_names_are_looked_up_in_lower_case_and_forwarded_as_sent(name: by
         assert ex.host == "v"  # Host is the gateway's to send upstream: the pool's, by default
     else:
         assert b"\r\n%b: v\r\n" % name in sent  # an end-to-end header keeps its spelling
+
+
+@pytest.mark.parametrize(
+    ("lines", "count"),
+    [
+        ([b"Authorization: a"], 1),
+        ([b"Authorization: a", b"authorization: b"], 2),
+        ([b"AUTHORIZATION: a", b"Authorization: b", b"aUtHoRiZaTiOn: c"], 3),
+        ([b"X-Other: a"], 0),
+    ],
+)
+def test_header_count_counts_every_spelling(lines: list[bytes], count: int) -> None:
+    async def scenario() -> Exchange:
+        wired = await wire(CONFIG, "up")
+        head = b"\r\n".join([b"GET /x HTTP/1.1", b"Host: t", *lines])
+        wired.client.data_received(head + b"\r\n\r\n")
+        assert wired.client.active is not None
+        return wired.client.active
+
+    ex = asyncio.run(scenario())
+    assert ex.header_count(b"authorization") == count
+    assert ex.header_count(b"host") == 1

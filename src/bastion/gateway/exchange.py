@@ -177,7 +177,13 @@ class Exchange(RequestContext):
             sink.start_response_timer()
 
     def header_count(self, low: bytes) -> int:
-        return self.names.count(low)  # the lower-case names, kept as parsed
+        # the lower-case names, kept as parsed; common ones are the same objects as `low` (a C
+        # loop, compiled: list.count compares through PyObject_RichCompare)
+        count = 0
+        for name in self.names:
+            if name is low or name == low:
+                count += 1
+        return count
 
     async def read_body(self, limit: int) -> bytes:
         if not self.has_body:
