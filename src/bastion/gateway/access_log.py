@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import time
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING
 
+from bastion.gateway.clock import perf_counter, wall
 from bastion.ops.logging import LOG, redact_query
 
 if TYPE_CHECKING:
     from bastion.gateway.exchange import Exchange
     from bastion.ops.metrics import Metrics
-
-# compiled, a Final is a C static; a module global or attribute is a dict look-up per use
-perf_counter: Final = time.perf_counter
-_wall: Final = time.time
 
 
 def log_exchange(metrics: Metrics, access_log: bool, ex: Exchange) -> None:
@@ -29,7 +25,7 @@ def log_exchange(metrics: Metrics, access_log: bool, ex: Exchange) -> None:
     LOG.access(
         {
             # milliseconds as round(x * 1000) / 1000: round(x, 3) formats the float through dtoa
-            "ts": round(_wall() * 1000) / 1000,
+            "ts": round(wall() * 1000) / 1000,
             "type": "access",
             "request_id": ex.request_id,
             "remote": ex.conn.client_ip,

@@ -9,7 +9,6 @@ idle, write stall, keep-alive idle. The sweeper in server.py checks the deadline
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
@@ -17,6 +16,7 @@ from typing import TYPE_CHECKING, Final
 import httptools
 
 from bastion.gateway.access_log import log_exchange
+from bastion.gateway.clock import perf_counter
 from bastion.gateway.exchange import Exchange
 from bastion.gateway.pipeline import start
 from bastion.gateway.request_head import FRAMING_HEADERS, check_head
@@ -26,8 +26,6 @@ from bastion.gateway.routing import host_of
 if TYPE_CHECKING:
     from bastion.config.model import Limits
     from bastion.gateway.server import Worker
-
-perf_counter: Final = time.perf_counter  # a C static: no look-up by name (access_log.py)
 
 # what the deadline, when it passes, means
 IDLE: Final = 0
