@@ -16,16 +16,11 @@ from typing import TYPE_CHECKING, Any, Final
 from bastion.errors import BodyTooLarge, ClientGone
 from bastion.gateway import pipeline
 from bastion.gateway.context import RequestContext
-from bastion.gateway.responses import (
-    RESPONSE_DROPPED,
-    STATUS_LINES,
-    Response,
-    add_header,
-    header_lines,
-    status_line,
-)
+from bastion.gateway.responses import RESPONSE_DROPPED, Response, head_writer, header_lines
 
 if TYPE_CHECKING:
+    from librt.strings import BytesWriter
+
     from bastion.errors import UpstreamError
     from bastion.gateway.connection import ClientConnection
     from bastion.gateway.route import Chain, RouteRuntime
@@ -269,47 +264,44 @@ class Exchange(RequestContext):
 
     # --- the response, to the client
     def write_head(
-        self, status: int, lines: list[bytes], *, length: int | None, extra: bytes = b"",
+        self, status: int, out: BytesWriter, *, length: int | None, extra: bytes = b"",
         body: bytes = b"",
     ) -> None:  # fmt: skip
-        """Write the response head; framing is decided here from `length` and the request.
-        `lines` are the end-to-end headers, rendered by header_lines (callers drop
-        RESPONSE_DROPPED); the head is built in that list, which the caller gives up."""
+        """End and write the response head; framing is decided here from `length` and the
+        request. `out` is head_writer(status) with the end-to-end headers written after it
+        (callers drop RESPONSE_DROPPED); the caller gives it up."""
         conn = self.conn
         self.status = status
         self.started = True
         self.no_body = self.method == "HEAD" or status in (204, 304) or status < 200
-        out = lines
-        out.insert(0, STATUS_LINES.get(status) or status_line(status))
         if status == 101:
-            out.append(extra)
+            out.write(extra)
         elif status in (204, 304) or status < 200:
             pass
         elif length is not None:
-            out.append(b"Content-Length: %d\r\n" % length)
+            out.write(b"Content-Length: %d\r\n" % length)
         elif self.no_body:
             pass
         elif self.http_version == "1.1":
             self.chunked_out = True
-            out.append(b"Transfer-Encoding: chunked\r\n")
+            out.write(b"Transfer-Encoding: chunked\r\n")
         else:
             self.closing = True  # HTTP/1.0: the end of the body is the end of the connection
         if self.request_id:
-            add_header(out, b"X-Request-Id", self.request_id.encode())
+            out.write(b"X-Request-Id: ")
+            out.write(self.request_id.encode())
+            out.write(b"\r\n")
         if status != 101:
             if self.closing or not self.keep_alive or conn.draining:
                 self.closing = True
-                out.append(b"Connection: close\r\n")
+                out.write(b"Connection: close\r\n")
             elif self.http_version == "1.0":
-                out.append(b"Connection: keep-alive\r\n")
-        out.append(b"\r\n")
+                out.write(b"Connection: keep-alive\r\n")
+        out.write(b"\r\n")
         if body and not self.no_body:
-            out.append(body)
+            out.write(body)
             self.bytes_out += len(body)
-        if self.corked is not None:
-            self.corked += out  # joined once, with the body that follows, by uncork
-        else:
-            self.conn.write(b"".join(out))
+        self._write(out.getvalue())
 
     def send_response(self, response: Response) -> None:
         """Write a whole response the gateway or a plugin made."""
@@ -318,8 +310,9 @@ class Exchange(RequestContext):
         if response.close or not self.body_done:
             # an unread request body cannot be skipped safely: close after answering
             self.closing = True
-        lines = header_lines(h for h in response.headers if h[0].lower() not in RESPONSE_DROPPED)
-        self.write_head(response.status, lines, length=len(response.body), body=response.body)
+        out = head_writer(response.status)
+        header_lines(out, (h for h in response.headers if h[0].lower() not in RESPONSE_DROPPED))
+        self.write_head(response.status, out, length=len(response.body), body=response.body)
 
     # --- upgrade tunnel (WebSocket)
     def tunnel_from_upstream(self, data: bytes) -> None:

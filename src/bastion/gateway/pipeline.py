@@ -19,6 +19,7 @@ from bastion.gateway.access_log import log_exchange
 from bastion.gateway.context import RequestContext, ResponseHead
 from bastion.gateway.forwarding import (
     NAME_KEPT,
+    SEEN_KEPT,
     VERDICTS_KEPT,
     connection_tokens,
     request_id,
@@ -29,6 +30,7 @@ from bastion.gateway.responses import (
     RESPONSE_DROPPED,
     Response,
     add_header,
+    head_writer,
     header_lines,
     json_error,
     json_response,
@@ -302,12 +304,25 @@ def on_response_head(
         _bad_upstream(ex, "the upstream switched protocols without being asked to")
         return
     # one pass: render the end-to-end headers, note the framing ones (RFC 9110 §7.6.1)
-    lines: list[bytes] = []
+    lines = head_writer(status)
     length_value = encoding = connection = upgrade = b""
+    assert ex.route is not None
+    pool = ex.route.pool
+    seen = pool.seen_names
+    at = -1
     for name, value in headers:
-        low = _DROPPED_AS.get(name)
-        if low is None:
+        at += 1
+        if at < len(seen) and seen[at] == name:  # as the service sent last time: a memcmp
+            low = pool.seen_drops[at]
+        else:
             low = _dropped_as(name)
+            if len(name) <= NAME_KEPT:
+                if at < len(seen):
+                    seen[at] = name
+                    pool.seen_drops[at] = low
+                elif at == len(seen) and at < SEEN_KEPT:
+                    seen.append(name)
+                    pool.seen_drops.append(low)
         if not low:
             add_header(lines, name, value)
         elif low == b"content-length":
@@ -336,7 +351,8 @@ def on_response_head(
         _with_response_headers(ctx, head)
         # what plugins set goes through the same rule as the upstream's headers
         status = head.status
-        lines = header_lines(h for h in head.headers if h[0].lower() not in RESPONSE_DROPPED)
+        lines = head_writer(status)
+        header_lines(lines, (h for h in head.headers if h[0].lower() not in RESPONSE_DROPPED))
     if status == 101:
         extra = b"Connection: upgrade\r\nUpgrade: " + upgrade + b"\r\n"
         ex.write_head(101, lines, length=None, extra=extra)
@@ -362,6 +378,9 @@ _DROPPED_AS: Final[dict[bytes, bytes]] = {}
 
 
 def _dropped_as(name: bytes) -> bytes:
+    verdict = _DROPPED_AS.get(name)
+    if verdict is not None:
+        return verdict
     low = name.lower()
     verdict = low if low in RESPONSE_DROPPED else b""
     if len(name) <= NAME_KEPT and len(_DROPPED_AS) < VERDICTS_KEPT:

@@ -8,6 +8,7 @@ from http import HTTPStatus
 from typing import Final
 
 import orjson
+from librt.strings import BytesWriter
 
 Header = tuple[bytes, bytes]
 
@@ -74,18 +75,24 @@ def status_line(status: int) -> bytes:
 NO_ROUTE: Final = json_error(404, "no_route")
 
 
-def header_lines(headers: Iterable[Header]) -> list[bytes]:
-    """`[name, b": ", value, b"\\r\\n", ...]`: headers as pieces of the head to be joined."""
-    out: list[bytes] = []
-    for name, value in headers:
-        add_header(out, name, value)
+def head_writer(status: int) -> BytesWriter:
+    """A response head being written: its status line, then add_header/header_lines, then
+    Exchange.write_head ends it. (Compiled, a BytesWriter write is a C memcpy: ~90
+    instructions a piece where a list append and its bytes.join piece cost ~200.)"""
+    out = BytesWriter()
+    out.write(status_line(status))
     return out
 
 
-def add_header(out: list[bytes], name: bytes, value: bytes) -> None:
-    """One header line, as pieces of a head to be joined. (Compiled, four appends cost a fifth
-    of `out += (name, b": ", value, b"\\r\\n")`, which builds, extends by and frees a tuple.)"""
-    out.append(name)
-    out.append(b": ")
-    out.append(value)
-    out.append(b"\r\n")
+def header_lines(out: BytesWriter, headers: Iterable[Header]) -> None:
+    """Write `name: value\r\n` for each header."""
+    for name, value in headers:
+        add_header(out, name, value)
+
+
+def add_header(out: BytesWriter, name: bytes, value: bytes) -> None:
+    """One header line."""
+    out.write(name)
+    out.write(b": ")
+    out.write(value)
+    out.write(b"\r\n")

@@ -374,6 +374,10 @@ class UpstreamPool:
         self.idle: list[UpstreamConnection] = []
         self.live: set[UpstreamConnection] = set()
         self.closed = False
+        #: the header names of the last response head from this service, in order, and what
+        #: pipeline's _DROPPED_AS said of each (ClientConnection.seen_names: the same memo)
+        self.seen_names: list[bytes] = []
+        self.seen_drops: list[bytes] = []
 
     def take_idle(self) -> UpstreamConnection | None:
         """The most recently pooled connection still open, or None."""
