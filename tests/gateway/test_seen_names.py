@@ -1,7 +1,7 @@
-"""The positional header-name memos: a client connection remembers its last request's names
-(connection.py, ClientConnection.seen_names), a pool its service's last response's
-(pipeline.on_response_head, UpstreamPool.seen_names). Whatever the order of heads on one
-connection, every request and response must be read as a fresh connection would read it."""
+"""The positional memos: a client connection remembers its last request's header names and
+method (connection.py, ClientConnection.seen_names, method_bytes), a pool its service's last
+response's header names (pipeline.on_response_head, UpstreamPool.seen_names). Whatever the order
+of heads on one connection, each must be read as a fresh connection would read it."""
 
 from __future__ import annotations
 
@@ -112,3 +112,24 @@ def test_a_pool_reads_each_response_as_a_fresh_one_would(rounds: int) -> None:
         assert len(pool.seen_names) == len(pool.seen_drops) <= SEEN_KEPT
 
     asyncio.run(scenario())
+
+
+def test_a_connection_reads_each_method_as_a_fresh_one_would() -> None:
+    """ClientConnection.method_bytes/method_text: the last method, remembered as text."""
+    methods = ["GET", "GET", "POST", "HEAD", "GET", "DELETE", "DELETE", "GET", "OPTIONS"]
+
+    async def scenario() -> list[str]:
+        wired = await wire(CONFIG, "up")
+        seen = []
+        for method in methods:
+            head = b"%b /x HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n" % method.encode()
+            before = len(wired.upstream_transport.out)
+            wired.client.data_received(head)
+            ex = wired.client.active
+            assert ex is not None
+            seen.append(ex.method)
+            assert wired.upstream_transport.out[before].startswith(b"%b /x " % method.encode())
+            wired.upstream.data_received(b"HTTP/1.1 204 No Content\r\n\r\n")
+        return seen
+
+    assert asyncio.run(scenario()) == methods

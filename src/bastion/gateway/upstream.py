@@ -79,6 +79,11 @@ def _content_length(headers: list[Header]) -> int:
     return length
 
 
+def _not_connected(data: bytes) -> None:
+    """transport_write until connection_made (callers check for a transport first)."""
+    raise RuntimeError("not connected")
+
+
 class UpstreamConnection(asyncio.Protocol):
     """One TCP (or TLS) connection to an upstream; see the module docstring."""
 
@@ -86,6 +91,7 @@ class UpstreamConnection(asyncio.Protocol):
         "body_left",
         "deadline",
         "exchange",
+        "feed_parser",
         "got_bytes",
         "head_request",
         "headers",
@@ -99,13 +105,17 @@ class UpstreamConnection(asyncio.Protocol):
         "reused",
         "status",
         "transport",
+        "transport_write",
         "tunnel",
     )  # fmt: skip
 
     def __init__(self, pool: UpstreamPool) -> None:
         self.pool = pool
         self.transport: asyncio.Transport | None = None
+        self.transport_write: Callable[[bytes], None] = _not_connected
         self.parser = httptools.HttpResponseParser(self)
+        # bound once, as ClientConnection's (a call by name looks the method up each time)
+        self.feed_parser: Callable[[bytes], None] = self.parser.feed_data
         self.exchange: Exchange | None = None
         self.headers: list[Header] = []
         self.status = 0  # of the final response; 0 until its head arrived
@@ -126,6 +136,7 @@ class UpstreamConnection(asyncio.Protocol):
     # --- asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
+        self.transport_write = transport.write  # type: ignore[attr-defined]
         transport.set_write_buffer_limits(high=256 * 1024, low=64 * 1024)  # type: ignore[attr-defined]
         self.open = True
         self.pool.live.add(self)
@@ -149,7 +160,7 @@ class UpstreamConnection(asyncio.Protocol):
             self._body_bytes(ex, data)
             return
         try:
-            self.parser.feed_data(data)
+            self.feed_parser(data)
         except httptools.HttpParserUpgrade as exc:
             self.tunnel = True
             if self.exchange is not ex or ex.status != 101:
@@ -225,7 +236,7 @@ class UpstreamConnection(asyncio.Protocol):
         if (self.head_request or status in (204, 304)) and not self.response_done:
             # llhttp cannot be told the request was HEAD; end the message here and use a fresh
             # parser for the next response on this connection
-            self.parser = httptools.HttpResponseParser(self)
+            self._new_parser()
             self._message_done()
 
     def on_body(self, body: bytes) -> None:
@@ -256,11 +267,15 @@ class UpstreamConnection(asyncio.Protocol):
                 if len(data) > len(chunk):
                     self.close()  # bytes after the response: a confused upstream, never reused
                 # llhttp was left mid-body: a fresh parser for the next response
-                self.parser = httptools.HttpResponseParser(self)
+                self._new_parser()
                 self.body_left = -1
                 self._message_done()
         finally:
             ex.uncork()
+
+    def _new_parser(self) -> None:
+        self.parser = httptools.HttpResponseParser(self)
+        self.feed_parser = self.parser.feed_data
 
     # --- used by the exchange
     def send(self, exchange: Exchange, head: bytes, head_request: bool) -> None:
@@ -274,11 +289,11 @@ class UpstreamConnection(asyncio.Protocol):
         self.body_left = -1
         self.head_request = head_request
         self.deadline = 0.0
-        self.transport.write(head)
+        self.transport_write(head)
 
     def write(self, data: bytes) -> None:
         if self.transport is not None and self.open:
-            self.transport.write(data)
+            self.transport_write(data)
 
     def start_response_timer(self) -> None:
         """The request is fully sent: from now the response head must come within the timeout."""
