@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bastion.gateway.forwarding import IDENTITY_NAMES, ForwardRule, request_id
+from bastion.gateway.forwarding import IDENTITY_NAMES, ForwardRule, connection_tokens, request_id
+from bastion.gateway.responses import status_line
 
 
 @pytest.mark.parametrize(
@@ -65,3 +66,37 @@ def test_a_well_formed_incoming_id_is_kept(incoming: bytes, kept: bool) -> None:
     assert (value == incoming.decode("latin-1")) is kept
     if not kept:
         assert len(value) == 32
+
+
+@pytest.mark.parametrize(
+    ("value", "tokens"),
+    [
+        (None, set()),
+        (b"", set()),
+        (b"keep-alive", set()),
+        (b"close", set()),
+        (b"Keep-Alive", set()),
+        (b"Close", set()),
+        (b"KEEP-ALIVE", set()),  # past the compared spellings: split, lowered, the same answer
+        (b"keep-alive, Upgrade", {b"upgrade"}),
+        (b"close,X-Secret , te", {b"x-secret", b"te"}),
+        (b"keep-alivf", {b"keep-alivf"}),
+    ],
+)
+def test_connection_tokens_are_the_names_connection_lists(
+    value: bytes | None, tokens: set[bytes]
+) -> None:
+    assert connection_tokens(value) == tokens
+
+
+@pytest.mark.parametrize(
+    ("status", "line"),
+    [
+        (200, b"HTTP/1.1 200 OK\r\n"),
+        (204, b"HTTP/1.1 204 No Content\r\n"),
+        (404, b"HTTP/1.1 404 Not Found\r\n"),
+        (599, b"HTTP/1.1 599 Unknown\r\n"),
+    ],
+)
+def test_status_lines(status: int, line: bytes) -> None:
+    assert status_line(status) == line

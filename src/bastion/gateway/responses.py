@@ -66,7 +66,12 @@ STATUS_LINES: Final[dict[int, bytes]] = {
 }
 
 
+_OK_LINE: Final = STATUS_LINES[200]
+
+
 def status_line(status: int) -> bytes:
+    if status == 200:
+        return _OK_LINE  # (a dict look-up boxes the int first)
     line = STATUS_LINES.get(status)
     return line if line is not None else f"HTTP/1.1 {status} Unknown\r\n".encode()
 
