@@ -98,6 +98,9 @@ class ClientConnection(asyncio.Protocol):
         "method_text",
         "now",
         "parser",
+        "parser_keep_alive",
+        "parser_method",
+        "parser_upgrade",
         "parsing",
         "paused",
         "phase",
@@ -126,6 +129,9 @@ class ClientConnection(asyncio.Protocol):
         # the parser's and the transport's methods, bound once: a call by name from compiled
         # code looks the method up on the type each time (~150 instructions)
         self.feed_parser: Callable[[bytes], None] = self.parser.feed_data
+        self.parser_method: Callable[[], bytes] = self.parser.get_method
+        self.parser_keep_alive: Callable[[], bool] = self.parser.should_keep_alive
+        self.parser_upgrade: Callable[[], bool] = self.parser.should_upgrade
         # the last request's method as llhttp gave it and as text: the same, as a rule
         self.method_bytes = b""
         self.method_text = ""
@@ -289,17 +295,16 @@ class ClientConnection(asyncio.Protocol):
             self._framing_error(json_error(431, "headers_too_large", close=True))
             raise _Stop
         self.head_bytes = 0
-        parser = self.parser
-        method: bytes = parser.get_method()
+        method = self.parser_method()
         if method != self.method_bytes:
             self.method_bytes, self.method_text = method, method.decode("ascii", "replace")
         ex.method = self.method_text
         # the version read off the request line when it came first in a chunk, else llhttp's
         # (whose get_http_version formats a str: ~0.5 µs, 5 % of a proxied request's Python)
-        ex.http_version = self.line_version or parser.get_http_version()
+        ex.http_version = self.line_version or self.parser.get_http_version()
         self.line_version = ""
-        ex.keep_alive = parser.should_keep_alive()
-        if parser.should_upgrade():
+        ex.keep_alive = self.parser_keep_alive()
+        if self.parser_upgrade():
             # only WebSocket becomes a tunnel: others (h2c above all) would open a channel to the
             # upstream past routing and plugins; llhttp stops at this head either way
             ex.upgrade = ex_upgrade_is_websocket(ex)

@@ -99,6 +99,8 @@ class UpstreamConnection(asyncio.Protocol):
         "keep_alive",
         "open",
         "parser",
+        "parser_keep_alive",
+        "parser_status",
         "paused",
         "pool",
         "response_done",
@@ -109,13 +111,16 @@ class UpstreamConnection(asyncio.Protocol):
         "tunnel",
     )  # fmt: skip
 
+    parser: httptools.HttpResponseParser
+    feed_parser: Callable[[bytes], None]
+    parser_status: Callable[[], int]
+    parser_keep_alive: Callable[[], bool]
+
     def __init__(self, pool: UpstreamPool) -> None:
         self.pool = pool
         self.transport: asyncio.Transport | None = None
         self.transport_write: Callable[[bytes], None] = _not_connected
-        self.parser = httptools.HttpResponseParser(self)
-        # bound once, as ClientConnection's (a call by name looks the method up each time)
-        self.feed_parser: Callable[[bytes], None] = self.parser.feed_data
+        self._new_parser()
         self.exchange: Exchange | None = None
         self.headers: list[Header] = []
         self.status = 0  # of the final response; 0 until its head arrived
@@ -220,12 +225,12 @@ class UpstreamConnection(asyncio.Protocol):
             self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
-        status = self.parser.get_status_code()
+        status = self.parser_status()
         if 100 <= status < 200 and status != 101:
             self.headers = []  # interim responses (100, 103) are not relayed (as nginx)
             return
         self.status = status
-        self.keep_alive = self.parser.should_keep_alive()
+        self.keep_alive = self.parser_keep_alive()
         self.body_left = -1
         if status != 101 and not self.head_request and status not in (204, 304):
             self.body_left = _content_length(self.headers)
@@ -274,8 +279,12 @@ class UpstreamConnection(asyncio.Protocol):
             ex.uncork()
 
     def _new_parser(self) -> None:
+        """A fresh llhttp parser, and its methods bound once, as ClientConnection's (a call by
+        name from compiled code looks the method up on the type each time)."""
         self.parser = httptools.HttpResponseParser(self)
         self.feed_parser = self.parser.feed_data
+        self.parser_status = self.parser.get_status_code
+        self.parser_keep_alive = self.parser.should_keep_alive
 
     # --- used by the exchange
     def send(self, exchange: Exchange, head: bytes, head_request: bool) -> None:
