@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from mypy_extensions import mypyc_attr
 
@@ -11,6 +11,11 @@ if TYPE_CHECKING:
     from bastion.gateway.runtime import Runtime
 
 Header = tuple[bytes, bytes]
+
+#: the headers forwarding.upstream_head sets itself (lower-case); a plugin's edit of one replaces it
+GATEWAY_OWN: Final = frozenset(
+    {b"host", b"x-forwarded-for", b"x-forwarded-proto", b"x-request-id", b"x-forwarded-host"}
+)
 
 
 # a plugin's unit tests may subclass it (a fixed body, say), though it is compiled with the hot path
@@ -26,6 +31,7 @@ class RequestContext:
     __slots__ = (
         "client_ip",
         "consumer",
+        "edits_own",
         "headers",
         "host",
         "http_version",
@@ -72,6 +78,7 @@ class RequestContext:
         self.consumer: str | None = None
         self.upstream_set: dict[bytes, Header] | None = None
         self.upstream_remove: set[bytes] | None = None
+        self.edits_own = False  # an edit names one of GATEWAY_OWN
         self.response_set: dict[bytes, Header] | None = None
         self.state: dict[str, Any] | None = None
         self.retry_wanted = False
@@ -105,6 +112,8 @@ class RequestContext:
         if self.upstream_set is None:
             self.upstream_set = {}
         self.upstream_set[low] = pair
+        if low in GATEWAY_OWN:
+            self.edits_own = True
 
     def header_count(self, low: bytes) -> int:
         """How many times the client sent the header named `low` (lower-case bytes)."""
@@ -119,6 +128,8 @@ class RequestContext:
         if self.upstream_remove is None:
             self.upstream_remove = set()
         self.upstream_remove.add(low)
+        if low in GATEWAY_OWN:
+            self.edits_own = True
         if self.upstream_set is not None:
             self.upstream_set.pop(low, None)
 

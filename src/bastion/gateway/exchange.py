@@ -89,6 +89,7 @@ class Exchange(RequestContext):
         self.consumer: str | None = None
         self.upstream_set: dict[bytes, Header] | None = None
         self.upstream_remove: set[bytes] | None = None
+        self.edits_own = False
         self.response_set: dict[bytes, Header] | None = None
         self.state: dict[str, Any] | None = None
         self.retry_wanted = False

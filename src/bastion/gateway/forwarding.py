@@ -136,12 +136,6 @@ class ForwardRule:
         return verdict
 
 
-#: the headers upstream_head sets itself (lower-case); a plugin's edit of one replaces it
-_GATEWAY_OWN: Final = frozenset(
-    {b"host", b"x-forwarded-for", b"x-forwarded-proto", b"x-request-id", b"x-forwarded-host"}
-)
-
-
 def upstream_head(
     ctx: RequestContext,
     lower_names: list[bytes],
@@ -188,9 +182,7 @@ def upstream_head(
     fwd_host = (lookup.get(b"x-forwarded-host") if trusted_peer else None) or client_host
     host = client_host if preserve_host and client_host else pool.host_header
     xff = forwarded_for[0] if len(forwarded_for) == 1 else b", ".join(forwarded_for)
-    if (edits_set is None or _GATEWAY_OWN.isdisjoint(edits_set)) and (
-        edits_remove is None or _GATEWAY_OWN.isdisjoint(edits_remove)
-    ):  # the common case: no plugin edits a header the gateway sets itself
+    if not ctx.edits_own:  # the common case: no plugin edits a header the gateway sets itself
         out.write(b"Host: ")
         out.write(host)
         out.write(b"\r\nX-Forwarded-For: ")

@@ -1,0 +1,81 @@
+"""forwarding.upstream_head: a plugin's edit of a header the gateway sets itself (Host,
+X-Forwarded-*, X-Request-Id) replaces the gateway's value, never doubles it; other edits leave
+the gateway's headers alone (RequestContext.edits_own tells the two apart)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import pytest
+
+from bastion.gateway.context import GATEWAY_OWN, RequestContext
+from bastion.gateway.forwarding import upstream_head
+from tests.gateway.harness import wire
+
+CONFIG = """
+access_log: false
+services: [{name: up, url: "http://127.0.0.1:2"}]
+routes: [{name: all, path: /, service: up}]
+"""
+HEAD = b"GET /x?q=1 HTTP/1.1\r\nHost: client.example\r\nX-Custom: c\r\nAuthorization: t\r\n\r\n"
+Edit = Callable[[RequestContext], None]
+
+
+def _head(edit: Edit) -> tuple[RequestContext, list[bytes]]:
+    async def scenario() -> tuple[RequestContext, bytes]:
+        wired = await wire(CONFIG, "up")
+        wired.client.data_received(HEAD)
+        ex = wired.client.active
+        assert ex is not None and ex.runtime is not None
+        edit(ex)
+        head = upstream_head(
+            ex, ex.names, wired.pool, ex.raw_query, framing=b"", preserve_host=False,
+            trusted_peer=False, upgrade=False, rule=ex.runtime.forward_rule,
+        )  # fmt: skip
+        return ex, head
+
+    ex, head = asyncio.run(scenario())
+    assert head.startswith(b"GET /x?q=1 HTTP/1.1\r\n") and head.endswith(b"\r\n\r\n")
+    return ex, head.split(b"\r\n")[1:-2]
+
+
+def _names(lines: list[bytes]) -> list[bytes]:
+    return [line.split(b":", 1)[0].lower() for line in lines]
+
+
+def test_no_edit_sends_the_gateways_own_headers_once() -> None:
+    ex, lines = _head(lambda ctx: None)
+    assert not ex.edits_own
+    names = _names(lines)
+    assert sorted(names) == sorted(
+        [b"x-custom", b"authorization", b"host", b"x-forwarded-for", b"x-forwarded-proto",
+         b"x-request-id", b"x-forwarded-host"]
+    )  # fmt: skip
+    assert b"Host: 127.0.0.1:2" in lines and b"X-Forwarded-Host: client.example" in lines
+
+
+@pytest.mark.parametrize(
+    ("edit", "own"),
+    [
+        (lambda ctx: ctx.set_upstream_header("X-Mse-Consumer", "alice"), False),
+        (lambda ctx: ctx.remove_upstream_header("Authorization"), False),
+        (lambda ctx: ctx.set_upstream_header("X-Request-Id", "mine"), True),
+        (lambda ctx: ctx.set_upstream_header("host", "plugin.example"), True),
+        (lambda ctx: ctx.remove_upstream_header("X-Forwarded-Host"), True),
+        (lambda ctx: ctx.remove_upstream_header("X-FORWARDED-FOR"), True),
+    ],
+)
+def test_an_edit_of_a_gateway_header_replaces_it_and_others_keep_them(
+    edit: Edit, own: bool
+) -> None:
+    ex, lines = _head(edit)
+    assert ex.edits_own is own
+    names = _names(lines)
+    for name in GATEWAY_OWN:
+        removed = ex.upstream_remove is not None and name in ex.upstream_remove
+        assert names.count(name) == (0 if removed else 1), (name, lines)
+    if ex.upstream_set:
+        for raw, value in ex.upstream_set.values():
+            assert b"%b: %b" % (raw, value) in lines
+    assert (b"Authorization: t" in lines) == (ex.upstream_remove != {b"authorization"})
