@@ -79,3 +79,17 @@ def test_an_edit_of_a_gateway_header_replaces_it_and_others_keep_them(
         for raw, value in ex.upstream_set.values():
             assert b"%b: %b" % (raw, value) in lines
     assert (b"Authorization: t" in lines) == (ex.upstream_remove != {b"authorization"})
+
+
+@pytest.mark.parametrize("name", ["X-Custom", "x-custom", "Authorization"])
+def test_a_header_a_plugin_sets_replaces_the_clients(name: str) -> None:
+    _, lines = _head(lambda ctx: ctx.set_upstream_header(name, "from-plugin"))
+    names = _names(lines)
+    assert names.count(name.lower().encode()) == 1
+    assert b"%b: from-plugin" % name.encode() in lines
+
+
+def test_a_header_a_plugin_sets_that_the_client_did_not_send_is_added() -> None:
+    _, lines = _head(lambda ctx: ctx.set_upstream_header("X-Mse-Consumer", "alice"))
+    assert b"X-Custom: c" in lines and b"Authorization: t" in lines
+    assert b"X-Mse-Consumer: alice" in lines

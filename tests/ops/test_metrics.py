@@ -63,3 +63,12 @@ def test_auth_outcomes_are_counted_by_plugin_and_outcome_and_merged() -> None:
         ("oauth", "ok", 4),
         ("oidc", "ok", 1),
     ]
+
+
+def test_a_held_count_is_the_one_the_snapshot_reads() -> None:
+    metrics = Metrics()
+    held = metrics.auth_count("oauth", "ok")
+    assert metrics.auth_count("oauth", "ok") is held  # a reloaded step gets the same one
+    held.n += 2
+    metrics.auth_outcome("oauth", "ok")
+    assert metrics.snapshot()["auth"] == [["oauth", "ok", 3]]

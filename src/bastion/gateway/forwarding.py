@@ -154,6 +154,11 @@ def upstream_head(
     drop_extra = connection_tokens(connection) if connection else _NO_TOKENS
     edits_set = ctx.upstream_set
     edits_remove = ctx.upstream_remove
+    # a header a plugin sets replaces the client's: checked per header only when the client sent
+    # one of those names (a plugin's own header, X-Mse-Consumer say, is usually not among them)
+    replaced = edits_set
+    if replaced is not None and not any(key in lookup for key in replaced):
+        replaced = None
     out = BytesWriter()  # (a C memcpy a piece: responses.head_writer)
     out.write(ctx.method.encode("ascii"))
     out.write(b" ")
@@ -170,7 +175,7 @@ def upstream_head(
             if low == b"x-forwarded-for":
                 forwarded_for.append(headers[i][1])  # several lines join as one (RFC 9110 §5.3)
             continue
-        if (edits_set is not None and low in edits_set) or (
+        if (replaced is not None and low in replaced) or (
             edits_remove is not None and low in edits_remove
         ):
             continue

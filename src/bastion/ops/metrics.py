@@ -29,6 +29,16 @@ def bucket_of(seconds: float) -> int:
     return index
 
 
+class Count:
+    """One counter, held by whoever counts it: compiled, an increment is a native add, where a
+    dict's count is two look-ups and a new int object."""
+
+    __slots__ = ("n",)
+
+    def __init__(self) -> None:
+        self.n = 0
+
+
 class Metrics:
     """One worker's counters."""
 
@@ -45,9 +55,8 @@ class Metrics:
         self.upstream_errors: dict[tuple[str, str], int] = {}
         self.active_connections = 0
         self.reloads: dict[str, int] = {"ok": 0, "error": 0}
-        # plugin → outcome → count (str keys hash once; a (plugin, outcome) tuple is built and
-        # hashed at each count)
-        self.auth: dict[str, dict[str, int]] = {}
+        # plugin → outcome → count; a plugin step holds the Counts it increments per request
+        self.auth: dict[str, dict[str, Count]] = {}
         self.store_down = 0  # 1 while this worker's last store check failed
         self.token_cache: dict[str, int] = {}  # upstream-oauth: hit / miss
         self.idp_requests: dict[str, int] = {}  # by outcome: ok, network, timeout, status, ...
@@ -78,10 +87,18 @@ class Metrics:
 
     def auth_outcome(self, plugin: str, outcome: str) -> None:
         """One authentication decision: `ok`, `invalid_token`, `denied`, `issued`, ..."""
+        self.auth_count(plugin, outcome).n += 1
+
+    def auth_count(self, plugin: str, outcome: str) -> Count:
+        """The counter of one plugin's outcome, made at its first use; the same one for the
+        worker's life (a reloaded config's steps count on in it)."""
         outcomes = self.auth.get(plugin)
         if outcomes is None:
             outcomes = self.auth[plugin] = {}
-        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+        count = outcomes.get(outcome)
+        if count is None:
+            count = outcomes[outcome] = Count()
+        return count
 
     def snapshot(self) -> dict[str, Any]:
         """A JSON-able copy, for the admin process to merge."""
@@ -91,7 +108,7 @@ class Metrics:
             "upstream_errors": [[s, k, n] for (s, k), n in self.upstream_errors.items()],
             "active_connections": self.active_connections,
             "reloads": dict(self.reloads),
-            "auth": [[p, o, n] for p, row in self.auth.items() for o, n in row.items()],
+            "auth": [[p, o, c.n] for p, row in self.auth.items() for o, c in row.items()],
             "store_down": self.store_down,
             "token_cache": dict(self.token_cache),
             "idp_requests": dict(self.idp_requests),
@@ -118,8 +135,7 @@ def merge(snapshots: Iterable[dict[str, Any]]) -> dict[str, Any]:
         for result, n in snap.get("reloads", {}).items():
             total.reloads[result] = total.reloads.get(result, 0) + n
         for plugin, outcome, n in snap.get("auth", []):
-            outcomes = total.auth.setdefault(plugin, {})
-            outcomes[outcome] = outcomes.get(outcome, 0) + n
+            total.auth_count(plugin, outcome).n += n
         total.store_down += snap.get("store_down", 0)  # workers whose store check failed
         for kind, n in snap.get("token_cache", {}).items():
             total.token_cache[kind] = total.token_cache.get(kind, 0) + n

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Final
 from bastion.gateway.clock import Clock
 from bastion.gateway.context import RequestContext
 from bastion.gateway.responses import Response, text_response, www_authenticate
-from bastion.ops.metrics import Metrics
+from bastion.ops.metrics import Count, Metrics
 from bastion.plugins.oauth.cache import VerifiedCache, VerifiedToken
 from bastion.plugins.oauth.keys import StoreKeyRing
 from bastion.plugins.oauth.revocation import Revocations
@@ -40,6 +40,7 @@ class OAuthStep(Step):
         deps = plugin.deps
         self.clock: Clock = deps.clock
         self.metrics: Metrics = deps.metrics
+        self.admitted: Count = deps.metrics.auth_count("oauth", "ok")  # counted per request
         self.revocations: Revocations = plugin.revocations
         self.ring: StoreKeyRing | None = (
             plugin.ring_for(config.signing.alg) if config.signing is not None else None
@@ -124,7 +125,7 @@ class OAuthStep(Step):
             denied = self._denied(ctx, verified)
             if denied is not None:
                 return denied
-        self.metrics.auth_outcome("oauth", "ok")
+        self.admitted.n += 1
         consumer = verified.consumer
         ctx.consumer = consumer
         ctx.set_upstream_pair(_CONSUMER_KEY, self.consumer_headers[consumer])
