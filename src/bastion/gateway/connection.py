@@ -27,6 +27,7 @@ from bastion.gateway.routing import host_of
 if TYPE_CHECKING:
     from bastion.config.model import Limits
     from bastion.gateway.server import Worker
+    from bastion.ops.metrics import Metrics
 
 # what the deadline, when it passes, means
 IDLE: Final = 0
@@ -96,6 +97,7 @@ class ClientConnection(asyncio.Protocol):
         "loop",
         "method_bytes",
         "method_text",
+        "metrics",
         "now",
         "parser",
         "parser_keep_alive",
@@ -119,6 +121,7 @@ class ClientConnection(asyncio.Protocol):
 
     def __init__(self, worker: Worker, scheme: str) -> None:
         self.worker = worker
+        self.metrics: Metrics = worker.metrics  # the worker's for its life
         self.loop = worker.loop
         # the loop's clock, bound once: `loop.time()` looks the method up by name at each call
         self.now: Callable[[], float] = worker.loop.time
@@ -438,7 +441,7 @@ class ClientConnection(asyncio.Protocol):
             ex.send_response(response)
         if ex is not self.active:
             worker = self.worker  # the pipeline logs the active one when it ends
-            log_exchange(worker.metrics, worker.runtime.access_log, ex)
+            log_exchange(self.metrics, worker.runtime.access_log, ex)
         self.close()
 
     def write(self, data: bytes) -> None:

@@ -249,7 +249,7 @@ async def _connect(ex: Exchange) -> None:
             kind, reason = "connect", "the upstream timed out connecting"
         else:
             kind, reason = "connect", "the upstream refused the connection"
-        ex.conn.worker.metrics.upstream_error(pool.name, kind)
+        ex.conn.metrics.upstream_error(pool.name, kind)
         ex.send_response(json_error(502, "upstream_unavailable", reason))
         _finish(ex)
         return
@@ -271,7 +271,7 @@ def _dispatch(ex: Exchange, upstream: UpstreamConnection) -> None:
 def on_upstream_failure(ex: Exchange, upstream: UpstreamConnection, error: UpstreamError) -> None:
     """No response head came: retry once on a fresh connection, or answer 502 / 504."""
     ex.detach()
-    metrics = ex.conn.worker.metrics
+    metrics = ex.conn.metrics
     name = upstream.pool.name
     if isinstance(error, UpstreamTimeout):
         metrics.upstream_error(name, "timeout")
@@ -404,7 +404,7 @@ def _bad_upstream(ex: Exchange, message: str) -> None:
     ex.detach()
     if upstream is not None:
         upstream.close()
-        ex.conn.worker.metrics.upstream_error(upstream.pool.name, "protocol")
+        ex.conn.metrics.upstream_error(upstream.pool.name, "protocol")
     ex.send_response(json_error(502, "upstream_unavailable", message))
     _finish(ex)
 
@@ -425,14 +425,14 @@ def _finish(ex: Exchange) -> None:
         return
     ex.finished = True
     ex.uncork()
-    worker = ex.conn.worker
+    conn = ex.conn
     runtime = ex.runtime  # None when the request was answered before it started (a bad head)
     if runtime is not None:
         runtime.request_done()
     else:
-        runtime = worker.runtime
-    log_exchange(worker.metrics, runtime.access_log, ex)  # as configured when the request began
-    ex.conn.finish(ex)
+        runtime = conn.worker.runtime
+    log_exchange(conn.metrics, runtime.access_log, ex)  # as configured when the request began
+    conn.finish(ex)
 
 
 def _crash(ex: Exchange, exc: Exception) -> None:

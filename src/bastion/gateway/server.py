@@ -115,6 +115,14 @@ def file_signature(path: Path) -> tuple[int, int, int] | None:
 class Worker:
     """One serving process: listeners, the current Runtime, connections, metrics, timers."""
 
+    # the compiled data path reads `runtime` per request: a slot is found on the type, where an
+    # instance dict is searched after it
+    __slots__ = (
+        "_reload_lock", "_tasks", "admin", "config", "config_path", "connections", "draining",
+        "loaded_signature", "loop", "metrics", "metrics_file", "reuse_port", "runtime",
+        "serve_admin", "servers", "stopped",
+    )  # fmt: skip
+
     def __init__(
         self,
         config_path: Path,
