@@ -17,6 +17,10 @@ POLL_INTERVAL = 1.0  # seconds; issue 4: a change is seen by every node within o
 
 
 class TopicWatch:
+    # a compiled plugin step reads `fresh_until` per request: a slot is found on the type, where
+    # an instance dict is searched after it (subclasses may still have a dict of their own)
+    __slots__ = ("_pending", "clock", "fresh_until", "store", "topic", "version")
+
     def __init__(self, store: Store, topic: str, clock: Clock) -> None:
         self.store = store
         self.topic = topic

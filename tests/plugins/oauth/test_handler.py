@@ -16,7 +16,7 @@ from bastion.plugins.base import PluginDeps
 from bastion.plugins.oauth.handler import OAuthPlugin
 from bastion.plugins.oauth.revocation import revoke
 from bastion.plugins.oauth.schema import OAuthConfig
-from bastion.plugins.oauth.step import OAuthStep
+from bastion.plugins.oauth.step import OAuthStep, _is_bearer
 from bastion.store.base import StoreUnavailable
 from bastion.store.sqlite import SqliteStore
 from tests.plugins.oauth.support import (
@@ -422,3 +422,21 @@ def test_store_down_fails_closed_even_for_a_cached_token(
 
 def test_missing_token_needs_no_store(clock: FakeClock) -> None:
     assert_401(call(instance_step(make_plugin(DownStore(), clock)), Ctx()), error=False)
+
+
+@pytest.mark.parametrize(
+    ("value", "bearer"),
+    [
+        (b"Bearer abc", True),
+        (b"bearer abc", True),
+        (b"BEARER abc", True),
+        (b"bEaReR abc", True),
+        (b"Bearer ", True),
+        (b"Bearer", False),
+        (b"Bearerabc", False),
+        (b"Basic abc", False),
+        (b"", False),
+    ],
+)
+def test_the_bearer_scheme_is_case_insensitive(value: bytes, bearer: bool) -> None:
+    assert _is_bearer(value) is bearer

@@ -173,5 +173,5 @@ class OAuthStep(Step):
 
 def _is_bearer(value: bytes) -> bool:
     """RFC 6750 §2.1, the scheme case-insensitive (RFC 9110 §11.1): usual spelling first."""
-    head = value[:7]
-    return head == b"Bearer " or head.lower() == b"bearer "
+    # (startswith is a C call once compiled; a slice is a new bytes object)
+    return value.startswith(b"Bearer ") or value[:7].lower() == b"bearer "
