@@ -72,3 +72,21 @@ def test_a_held_count_is_the_one_the_snapshot_reads() -> None:
     held.n += 2
     metrics.auth_outcome("oauth", "ok")
     assert metrics.snapshot()["auth"] == [["oauth", "ok", 3]]
+
+
+def test_interleaved_routes_and_equal_names_count_where_they_belong() -> None:
+    """Metrics remembers the route counted last, by identity: an equal name that is another
+    object, or another route in between, still counts on its own route."""
+    metrics = Metrics()
+    api = "api"
+    same = "".join(["a", "pi"])  # equal to "api", not the same object
+    for route, status in [(api, 200), ("web", 200), (api, 500), (same, 200), (same, 200)]:
+        metrics.observe(route, status, 0.001)
+    snap = metrics.snapshot()
+    assert sorted(map(tuple, snap["requests"])) == [
+        ("api", 200, 3),
+        ("api", 500, 1),
+        ("web", 200, 1),
+    ]
+    assert snap["latency"]["api"][BUCKETS.index(0.001)] == 4
+    assert merge([snap, snap])["latency"]["api"][-1] == 2 * snap["latency"]["api"][-1]

@@ -39,19 +39,43 @@ class Count:
         self.n = 0
 
 
+class RouteStats:
+    """One route's requests: a Count per status, one per latency bucket (not cumulative; the
+    last is +Inf), and the sum of seconds, a native double once compiled. Counting a request
+    allocates nothing (a dict of ints and a list of floats made two new objects per request)."""
+
+    __slots__ = ("buckets", "seconds", "statuses")
+
+    def __init__(self) -> None:
+        self.statuses: dict[int, Count] = {}
+        self.buckets = [Count() for _ in range(len(BUCKETS) + 1)]
+        self.seconds = 0.0
+
+    def status(self, status: int) -> Count:
+        count = self.statuses.get(status)
+        if count is None:
+            count = self.statuses[status] = Count()
+        return count
+
+    def latency_row(self) -> list[float]:
+        """[count per bucket ..., +Inf count, sum], the snapshot's form."""
+        return [*(float(c.n) for c in self.buckets), self.seconds]
+
+
 class Metrics:
     """One worker's counters."""
 
     __slots__ = (
-        "active_connections", "auth", "by_status", "idp_latency", "idp_requests", "latency",
-        "reloads", "store_down", "token_cache", "upstream_errors",
+        "active_connections", "auth", "idp_latency", "idp_requests", "last_route",
+        "last_stats", "reloads", "routes", "store_down", "token_cache", "upstream_errors",
     )  # fmt: skip
 
     def __init__(self) -> None:
-        # route → status → count (no (route, status) tuple to build and hash per request)
-        self.by_status: dict[str, dict[int, int]] = {}
-        # route → [count per bucket (not cumulative) ..., +Inf count, sum]
-        self.latency: dict[str, list[float]] = {}
+        self.routes: dict[str, RouteStats] = {}
+        # the route counted last: the next request is often on it (a str compared by identity,
+        # the route's name from its config, before a dict look-up)
+        self.last_route = ""
+        self.last_stats: RouteStats | None = None
         self.upstream_errors: dict[tuple[str, str], int] = {}
         self.active_connections = 0
         self.reloads: dict[str, int] = {"ok": 0, "error": 0}
@@ -63,15 +87,19 @@ class Metrics:
         self.idp_latency = [0.0] * (len(BUCKETS) + 2)
 
     def observe(self, route: str, status: int, seconds: float) -> None:
-        statuses = self.by_status.get(route)
-        if statuses is None:
-            statuses = self.by_status[route] = {}
-        statuses[status] = statuses.get(status, 0) + 1
-        row = self.latency.get(route)
-        if row is None:
-            row = self.latency[route] = [0.0] * (len(BUCKETS) + 2)
-        row[bucket_of(seconds)] += 1
-        row[-1] += seconds
+        stats = self.last_stats
+        if stats is None or route is not self.last_route:
+            stats = self.route_stats(route)
+            self.last_route, self.last_stats = route, stats
+        stats.status(status).n += 1
+        stats.buckets[bucket_of(seconds)].n += 1
+        stats.seconds += seconds
+
+    def route_stats(self, route: str) -> RouteStats:
+        stats = self.routes.get(route)
+        if stats is None:
+            stats = self.routes[route] = RouteStats()
+        return stats
 
     def upstream_error(self, service: str, kind: str) -> None:
         key = (service, kind)
@@ -103,8 +131,10 @@ class Metrics:
     def snapshot(self) -> dict[str, Any]:
         """A JSON-able copy, for the admin process to merge."""
         return {
-            "requests": [[r, s, n] for r, row in self.by_status.items() for s, n in row.items()],
-            "latency": {r: list(row) for r, row in self.latency.items()},
+            "requests": [
+                [r, s, c.n] for r, stats in self.routes.items() for s, c in stats.statuses.items()
+            ],
+            "latency": {r: stats.latency_row() for r, stats in self.routes.items()},
             "upstream_errors": [[s, k, n] for (s, k), n in self.upstream_errors.items()],
             "active_connections": self.active_connections,
             "reloads": dict(self.reloads),
@@ -121,12 +151,15 @@ def merge(snapshots: Iterable[dict[str, Any]]) -> dict[str, Any]:
     total = Metrics()
     for snap in snapshots:
         for route, status, n in snap.get("requests", []):
-            statuses = total.by_status.setdefault(route, {})
-            statuses[status] = statuses.get(status, 0) + n
+            total.route_stats(route).status(status).n += n
         for route, theirs in snap.get("latency", {}).items():
-            mine = total.latency.setdefault(route, [0.0] * (len(BUCKETS) + 2))
-            for i, value in enumerate(theirs[: len(mine)]):
-                mine[i] += value
+            if not theirs:
+                continue
+            stats = total.route_stats(route)
+            *counts, seconds = theirs
+            for count, value in zip(stats.buckets, counts, strict=False):
+                count.n += int(value)
+            stats.seconds += seconds
         for service, kind, n in snap.get("upstream_errors", []):
             total.upstream_errors[(service, kind)] = (
                 total.upstream_errors.get((service, kind), 0) + n
