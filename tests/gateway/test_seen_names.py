@@ -133,3 +133,25 @@ def test_a_connection_reads_each_method_as_a_fresh_one_would() -> None:
         return seen
 
     assert asyncio.run(scenario()) == methods
+
+
+def test_a_name_too_long_to_keep_leaves_its_place_empty_and_the_rest_kept() -> None:
+    async def scenario() -> list[bytes]:
+        wired = await wire(CONFIG, "up")
+        for _ in range(2):
+            ex, _ = await _exchange(wired, [LONG, b"Accept", b"X-A"])
+            assert ex.names == [b"host", LONG.lower(), b"accept", b"x-a"]
+        return wired.client.seen_names
+
+    assert asyncio.run(scenario()) == [b"Host", b"", b"Accept", b"X-A"]
+
+
+def test_an_empty_header_name_never_reaches_the_memo() -> None:
+    """The memo marks a name it does not keep with b"": llhttp refuses an empty name."""
+
+    async def scenario() -> bytes:
+        wired = await wire(CONFIG, "up")
+        wired.client.data_received(b"GET /x HTTP/1.1\r\nHost: t\r\n: v\r\n\r\n")
+        return b"".join(wired.client_transport.out)
+
+    assert asyncio.run(scenario()).startswith(b"HTTP/1.1 400 ")

@@ -268,15 +268,15 @@ class ClientConnection(asyncio.Protocol):
                 framing = low in FRAMING_HEADERS
             else:
                 low, framing = known
-            if len(name) <= NAME_KEPT:
-                if at < len(seen):
-                    seen[at] = name
-                    self.seen_lows[at] = low
-                    self.seen_framing[at] = framing
-                elif at == len(seen) and at < SEEN_KEPT:
-                    seen.append(name)
-                    self.seen_lows.append(low)
-                    self.seen_framing.append(framing)
+            kept = name if len(name) <= NAME_KEPT else b""  # b"": no name (llhttp's are not empty)
+            if at < len(seen):
+                seen[at] = kept
+                self.seen_lows[at] = low
+                self.seen_framing[at] = framing
+            elif at == len(seen) and at < SEEN_KEPT:
+                seen.append(kept)
+                self.seen_lows.append(low)
+                self.seen_framing.append(framing)
         ex.headers.append((name, value))
         ex.names.append(low)
         ex.lookup[low] = value

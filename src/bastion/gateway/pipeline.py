@@ -316,13 +316,13 @@ def on_response_head(
             low = pool.seen_drops[at]
         else:
             low = _dropped_as(name)
-            if len(name) <= NAME_KEPT:
-                if at < len(seen):
-                    seen[at] = name
-                    pool.seen_drops[at] = low
-                elif at == len(seen) and at < SEEN_KEPT:
-                    seen.append(name)
-                    pool.seen_drops.append(low)
+            kept = name if len(name) <= NAME_KEPT else b""  # (as ClientConnection.on_header)
+            if at < len(seen):
+                seen[at] = kept
+                pool.seen_drops[at] = low
+            elif at == len(seen) and at < SEEN_KEPT:
+                seen.append(kept)
+                pool.seen_drops.append(low)
         if not low:
             add_header(lines, name, value)
         elif low == b"content-length":
