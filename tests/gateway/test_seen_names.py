@@ -1,7 +1,8 @@
 """The positional memos: a client connection remembers its last request's header names and
-method (connection.py, ClientConnection.seen_names, method_bytes), a pool its service's last
-response's header names (pipeline.on_response_head, UpstreamPool.seen_names). Whatever the order
-of heads on one connection, each must be read as a fresh connection would read it."""
+method (connection.py, ClientConnection.seen, method_bytes), a pool its service's last
+response's header names (pipeline.on_response_head, UpstreamPool.seen), each a
+forwarding.PlaceMemo. Whatever the order of heads on one connection, each must be read as a
+fresh connection would read it."""
 
 from __future__ import annotations
 
@@ -70,7 +71,7 @@ def test_a_connection_reads_each_request_as_a_fresh_one_would() -> None:
             for name in names:
                 if name.lower() not in (b"content-length", b"expect"):
                     assert b"\r\n%b: %b\r\n" % (name, _value(name)) in sent, name
-        seen = wired.client.seen_names
+        seen = wired.client.seen.names
         assert len(seen) <= SEEN_KEPT and all(len(n) <= NAME_KEPT for n in seen)
         assert seen[:4] == [b"Host", b"Accept", b"Content-Length", b"X-A"]
 
@@ -109,7 +110,7 @@ def test_a_pool_reads_each_response_as_a_fresh_one_would(rounds: int) -> None:
                 assert (line not in answer) == dropped, (name, answer)
             assert answer.count(b"Content-Length: 2\r\n") == 1
         pool = wired.pool
-        assert len(pool.seen_names) == len(pool.seen_drops) <= SEEN_KEPT
+        assert len(pool.seen.names) == len(pool.seen.values) <= SEEN_KEPT
 
     asyncio.run(scenario())
 
@@ -141,7 +142,7 @@ def test_a_name_too_long_to_keep_leaves_its_place_empty_and_the_rest_kept() -> N
         for _ in range(2):
             ex, _ = await _exchange(wired, [LONG, b"Accept", b"X-A"])
             assert ex.names == [b"host", LONG.lower(), b"accept", b"x-a"]
-        return wired.client.seen_names
+        return wired.client.seen.names
 
     assert asyncio.run(scenario()) == [b"Host", b"", b"Accept", b"X-A"]
 

@@ -18,7 +18,7 @@ import httptools
 from bastion.gateway.access_log import log_exchange
 from bastion.gateway.clock import perf_counter
 from bastion.gateway.exchange import Exchange
-from bastion.gateway.forwarding import NAME_KEPT, SEEN_KEPT
+from bastion.gateway.forwarding import PlaceMemo, not_connected
 from bastion.gateway.pipeline import start
 from bastion.gateway.request_head import FRAMING_HEADERS, check_head
 from bastion.gateway.responses import Response, json_error
@@ -108,9 +108,7 @@ class ClientConnection(asyncio.Protocol):
         "phase",
         "queue",
         "scheme",
-        "seen_framing",
-        "seen_lows",
-        "seen_names",
+        "seen",
         "transport",
         "transport_write",
         "trusted",
@@ -127,7 +125,7 @@ class ClientConnection(asyncio.Protocol):
         self.now: Callable[[], float] = worker.loop.time
         self.scheme = scheme
         self.transport: asyncio.Transport | None = None
-        self.transport_write: Callable[[bytes], None] = _not_connected
+        self.transport_write: Callable[[bytes], None] = not_connected
         self.parser = httptools.HttpRequestParser(self)
         # the parser's and the transport's methods, bound once: a call by name from compiled
         # code looks the method up on the type each time (~150 instructions)
@@ -158,13 +156,8 @@ class ClientConnection(asyncio.Protocol):
         self.limits = worker.runtime.client_limits
         self.host_cache: tuple[bytes, str] = (b"", "")
         self.eof = False
-        # the header names of this connection's last request, in order, with what _LOWER (or
-        # lower()) said of each: a client repeats its names in the same order, and comparing
-        # with the name at the same place is a memcmp where a dict look-up hashes a new bytes
-        # object (~400 instructions a header, bench/PROFILE.md)
-        self.seen_names: list[bytes] = []
-        self.seen_lows: list[bytes] = []
-        self.seen_framing: list[bool] = []
+        # this connection's last request's header names, with what _LOWER (or lower()) said
+        self.seen: PlaceMemo[tuple[bytes, bool]] = PlaceMemo()
 
     # --- asyncio.Protocol ----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -257,26 +250,16 @@ class ClientConnection(asyncio.Protocol):
         if ex is None or not self.in_head:
             return  # chunked trailers are not forwarded
         at = len(ex.headers)
-        seen = self.seen_names
-        if at < len(seen) and seen[at] == name:
-            low = self.seen_lows[at]
-            framing = self.seen_framing[at]
+        seen = self.seen
+        if at < len(seen.names) and seen.names[at] == name:  # as last time, at this place
+            low, framing = seen.values[at]
         else:
             known = _LOWER.get(name)
             if known is None:
                 low = name.lower()
-                framing = low in FRAMING_HEADERS
-            else:
-                low, framing = known
-            kept = name if len(name) <= NAME_KEPT else b""  # b"": no name (llhttp's are not empty)
-            if at < len(seen):
-                seen[at] = kept
-                self.seen_lows[at] = low
-                self.seen_framing[at] = framing
-            elif at == len(seen) and at < SEEN_KEPT:
-                seen.append(kept)
-                self.seen_lows.append(low)
-                self.seen_framing.append(framing)
+                known = (low, low in FRAMING_HEADERS)
+            seen.keep(at, name, known)
+            low, framing = known
         ex.headers.append((name, value))
         ex.names.append(low)
         ex.lookup[low] = value
@@ -487,11 +470,6 @@ class ClientConnection(asyncio.Protocol):
         self.draining = True
         if self.active is None and self.parsing is None:
             self.close()
-
-
-def _not_connected(data: bytes) -> None:
-    """transport_write until connection_made (write checks for a transport first)."""
-    raise RuntimeError("not connected")
 
 
 class _Stop(Exception):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Generic, TypeVar
 
 from librt.strings import BytesWriter
 
@@ -103,8 +103,43 @@ def is_identity(name: bytes, names: frozenset[bytes], prefixes: tuple[bytes, ...
 #: a header-name memo keeps names up to NAME_KEPT bytes long, and at most VERDICTS_KEPT of them
 NAME_KEPT: Final = 64
 VERDICTS_KEPT: Final = 512
-#: a connection (or pool) remembers the names of its last head's first SEEN_KEPT headers
+#: a PlaceMemo keeps the names of a head's first SEEN_KEPT headers
 SEEN_KEPT: Final = 32
+
+V = TypeVar("V")
+
+
+class PlaceMemo(Generic[V]):
+    """The header names of the last head a client connection (or a service) sent, in order, and
+    what was looked up for each. Clients and services repeat their names in the same order, and
+    comparing with the name at the same place is a memcmp, where a dict look-up hashes a bytes
+    object parsed this request (~400 instructions a header, bench/PROFILE.md). Exact (byte
+    equality); bounded: SEEN_KEPT places, names up to NAME_KEPT bytes. Readers test
+    `names[at] == name` themselves and read `values[at]` (compiled, a method returning a generic
+    value would box and check it: ~15 instructions a header more)."""
+
+    __slots__ = ("names", "values")
+
+    def __init__(self) -> None:
+        self.names: list[bytes] = []
+        self.values: list[V] = []
+
+    def keep(self, at: int, name: bytes, value: V) -> None:
+        """`value` is what was looked up for `name`, found at place `at` of this head."""
+        # a name too long leaves its place empty: b"" (llhttp never gives an empty name)
+        kept = name if len(name) <= NAME_KEPT else b""
+        names = self.names
+        if at < len(names):
+            names[at] = kept
+            self.values[at] = value
+        elif at == len(names) and at < SEEN_KEPT:
+            names.append(kept)
+            self.values.append(value)
+
+
+def not_connected(data: bytes) -> None:
+    """A connection's bound transport write until connection_made (callers check first)."""
+    raise RuntimeError("not connected")
 
 
 class ForwardRule:

@@ -19,7 +19,6 @@ from bastion.gateway.access_log import log_exchange
 from bastion.gateway.context import RequestContext, ResponseHead
 from bastion.gateway.forwarding import (
     NAME_KEPT,
-    SEEN_KEPT,
     VERDICTS_KEPT,
     connection_tokens,
     request_id,
@@ -308,21 +307,15 @@ def on_response_head(
     length_value = encoding = connection = upgrade = b""
     assert ex.route is not None
     pool = ex.route.pool
-    seen = pool.seen_names
+    seen = pool.seen
     at = -1
     for name, value in headers:
         at += 1
-        if at < len(seen) and seen[at] == name:  # as the service sent last time: a memcmp
-            low = pool.seen_drops[at]
+        if at < len(seen.names) and seen.names[at] == name:  # as the service sent it last time
+            low = seen.values[at]
         else:
             low = _dropped_as(name)
-            kept = name if len(name) <= NAME_KEPT else b""  # (as ClientConnection.on_header)
-            if at < len(seen):
-                seen[at] = kept
-                pool.seen_drops[at] = low
-            elif at == len(seen) and at < SEEN_KEPT:
-                seen.append(kept)
-                pool.seen_drops.append(low)
+            seen.keep(at, name, low)
         if not low:
             add_header(lines, name, value)
         elif low == b"content-length":

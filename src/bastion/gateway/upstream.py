@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import httptools
 
 from bastion.errors import UpstreamError
+from bastion.gateway.forwarding import PlaceMemo, not_connected
 
 if TYPE_CHECKING:
     from bastion.config.model import Service
@@ -79,11 +80,6 @@ def _content_length(headers: list[Header]) -> int:
     return length
 
 
-def _not_connected(data: bytes) -> None:
-    """transport_write until connection_made (callers check for a transport first)."""
-    raise RuntimeError("not connected")
-
-
 class UpstreamConnection(asyncio.Protocol):
     """One TCP (or TLS) connection to an upstream; see the module docstring."""
 
@@ -119,7 +115,7 @@ class UpstreamConnection(asyncio.Protocol):
     def __init__(self, pool: UpstreamPool) -> None:
         self.pool = pool
         self.transport: asyncio.Transport | None = None
-        self.transport_write: Callable[[bytes], None] = _not_connected
+        self.transport_write: Callable[[bytes], None] = not_connected
         self._new_parser()
         self.exchange: Exchange | None = None
         self.headers: list[Header] = []
@@ -398,10 +394,9 @@ class UpstreamPool:
         self.idle: list[UpstreamConnection] = []
         self.live: set[UpstreamConnection] = set()
         self.closed = False
-        #: the header names of the last response head from this service, in order, and what
-        #: pipeline's _DROPPED_AS said of each (ClientConnection.seen_names: the same memo)
-        self.seen_names: list[bytes] = []
-        self.seen_drops: list[bytes] = []
+        #: the last response head's header names from this service, with what pipeline's
+        #: _DROPPED_AS said of each
+        self.seen: PlaceMemo[bytes] = PlaceMemo()
 
     def take_idle(self) -> UpstreamConnection | None:
         """The most recently pooled connection still open, or None."""
