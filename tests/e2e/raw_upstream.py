@@ -35,8 +35,11 @@ def read_records(path: Path) -> list[dict[str, Any]]:
     """The recorded requests, in arrival order, with `head` text and `body`/`decoded` bytes."""
     if not path.exists():
         return []
+    text = path.read_text()
+    # a record being appended while this reads has no newline yet: it is not there yet
+    complete = text[: text.rfind("\n") + 1]
     records = []
-    for line in path.read_text().splitlines():
+    for line in complete.splitlines():
         if line.strip():
             item = json.loads(line)
             item["body"] = base64.b64decode(item["body"])
@@ -182,8 +185,10 @@ class Recorder:
                 "decoded": base64.b64encode(decoded).decode(),
             }
         )
-        with self.path.open("a") as f:
-            f.write(line + "\n")
+        # one unbuffered O_APPEND write: a reader sees whole lines, or a last one without its
+        # newline (read_records leaves that one for its next read)
+        with self.path.open("ab", buffering=0) as f:
+            f.write((line + "\n").encode())
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = next(self.conns)

@@ -192,6 +192,37 @@ def test_stopped_redis_fails_fast_then_reconnects_by_itself() -> None:
         group.stop()
 
 
+@pytest.mark.parametrize("kind", ["standalone", "sentinel"])
+def test_idle_connections_the_server_closed_are_replaced(
+    kind: str, standalone: rs.RedisProcess, sentinel: rs.SentinelGroup
+) -> None:
+    """A Redis restart (or `timeout`, or CLIENT KILL) closes the pool's idle connections; the
+    next commands get fresh ones instead of failing once each (redis-py #4252 under RESP3)."""
+    if kind == "standalone":
+        url, port = f"redis://127.0.0.1:{standalone.port}/0", standalone.port
+    else:
+        url, port = sentinel.url(), sentinel.master_port()
+
+    async def burst(store: RedisStore) -> None:
+        # concurrent: the pool holds one connection per command in flight
+        await asyncio.gather(*(store.get("ns", f"k{i}") for i in range(8)))
+
+    async def main() -> None:
+        store = await open_store(url)
+        assert isinstance(store, RedisStore)
+        try:
+            await burst(store)
+            killed = rs.cli(port, "CLIENT", "KILL", "TYPE", "normal").strip()
+            assert int(killed) >= 8, killed  # this store's idle ones, at least
+            await asyncio.sleep(0.3)  # the FINs reach the client
+            await burst(store)  # StoreUnavailable here is the bug
+            await burst(store)
+        finally:
+            await store.aclose()
+
+    asyncio.run(main())
+
+
 def test_unavailable_message_never_includes_the_password() -> None:
     port = rs.free_port()  # nothing listens there
 

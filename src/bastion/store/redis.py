@@ -38,6 +38,11 @@ T = TypeVar("T")
 
 _MASTER_CHECK_INTERVAL = 1.0  # seconds between two questions to the sentinels about the master
 TIMEOUT = 2.0
+# RESP2, named: redis-py 8 speaks RESP3 by default, and with it a maintenance-notification
+# handler ("auto") that skips the pool's check for an idle connection the server closed
+# (redis-py #4252, fixed by #4260 after 8.1.0). After a Redis restart each such connection then
+# failed one command, a needless 503. The store uses nothing RESP3 adds.
+RESP = 2
 PREFIX = "bastion:"
 
 # INCR, and start the window on the first increment.
@@ -125,6 +130,7 @@ class RedisStore:
             "socket_timeout": TIMEOUT,
             "socket_connect_timeout": TIMEOUT,
             "retry": Retry(NoBackoff(), 0),
+            "protocol": RESP,
         }
         tls: dict[str, Any] = {}
         if parsed.tls:
@@ -144,6 +150,7 @@ class RedisStore:
                 "socket_timeout": TIMEOUT,
                 "socket_connect_timeout": TIMEOUT,
                 "retry": Retry(NoBackoff(), 0),
+                "protocol": RESP,
             }
             # the sentinels' credentials: the URL's, unless ?sentinel_password= says otherwise
             # (an empty value: the sentinels need none)
