@@ -8,6 +8,7 @@ import asyncio
 import pytest
 
 from bastion.gateway.connection import _LOWER, request_line_version
+from bastion.gateway.context import KNOWN_NAMES, lookup_key
 from bastion.gateway.exchange import Exchange
 from bastion.gateway.request_head import FRAMING_HEADERS
 from tests.gateway.harness import wire
@@ -46,6 +47,29 @@ def test_the_common_names_table_answers_what_lower_would() -> None:
     assert all(low == name.lower() for name, (low, _) in _LOWER.items())
     assert all(framing is (low in FRAMING_HEADERS) for low, framing in _LOWER.values())
     assert b"host" in _LOWER and b"Host" in _LOWER and _LOWER[b"Host"] == (b"host", True)
+    # one object per name, the one plugins get from lookup_key (KNOWN_NAMES)
+    assert all(low is KNOWN_NAMES[name] for name, (low, _) in _LOWER.items())
+    assert _LOWER[b"X-Real-IP"][0] is _LOWER[b"x-real-ip"][0]
+
+
+@pytest.mark.parametrize("name", ["Authorization", "authorization", "X-Request-Id", "X-Custom"])
+def test_a_plugins_lookup_key_is_the_requests_own(name: str) -> None:
+    """A look-up key made at config load finds the header in every spelling; a common name's is
+    the very object the request's `lookup` is keyed by (matched by identity, not by bytes)."""
+    key = lookup_key(name)
+    assert key == name.lower().encode()
+
+    async def scenario(spelling: bytes) -> Exchange:
+        wired = await wire(CONFIG, "up")
+        wired.client.data_received(b"GET /x HTTP/1.1\r\nHost: t\r\n%b: v\r\n\r\n" % spelling)
+        assert wired.client.active is not None
+        return wired.client.active
+
+    for spelling in (name.encode(), name.upper().encode(), name.swapcase().encode()):
+        ex = asyncio.run(scenario(spelling))
+        assert ex.lookup.get(key) == b"v"
+        (stored,) = [k for k in ex.lookup if k == key]
+        assert (stored is key) is (key in KNOWN_NAMES.values()), spelling
 
 
 @pytest.mark.parametrize(

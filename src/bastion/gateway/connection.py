@@ -17,6 +17,7 @@ import httptools
 
 from bastion.gateway.access_log import log_exchange
 from bastion.gateway.clock import perf_counter
+from bastion.gateway.context import KNOWN_NAMES
 from bastion.gateway.exchange import Exchange
 from bastion.gateway.forwarding import PlaceMemo, not_connected
 from bastion.gateway.pipeline import start
@@ -38,23 +39,12 @@ BUSY: Final = 4
 
 _BAD: Final = "bad_request"
 
-# Request header names clients send most, each in its usual spelling and in lower case, mapped to
-# its lower case and whether check_head needs it (FRAMING_HEADERS): one dict look-up instead of a
-# bytes.lower() call (a method looked up by name, from compiled code) and a set look-up per
-# header, and the lower-case name comes with its hash already computed for the look-ups that
-# follow. Built with .lower(), so it answers exactly what lower() would.
-_COMMON_NAMES: Final[tuple[bytes, ...]] = (
-    b"Host", b"User-Agent", b"Accept", b"Accept-Encoding", b"Accept-Language", b"Connection",
-    b"Content-Type", b"Content-Length", b"Authorization", b"Cookie", b"Referer", b"Origin",
-    b"Cache-Control", b"Pragma", b"If-None-Match", b"If-Modified-Since", b"Upgrade",
-    b"Transfer-Encoding", b"Expect", b"X-Forwarded-For", b"X-Forwarded-Proto",
-    b"X-Forwarded-Host", b"X-Request-Id", b"X-Real-IP", b"Sec-Fetch-Site", b"Sec-Fetch-Mode",
-    b"Sec-Fetch-Dest", b"Upgrade-Insecure-Requests", b"DNT", b"Priority", b"TE", b"Via",
-)  # fmt: skip
+# Request header names clients send most (context.KNOWN_NAMES: usual spelling and lower case),
+# mapped to their lower case and whether check_head needs them (FRAMING_HEADERS): one dict
+# look-up instead of a bytes.lower() call (a method looked up by name, from compiled code) and a
+# set look-up per header. The lower-case names are the hot path's own objects (KNOWN_NAMES).
 _LOWER: Final[dict[bytes, tuple[bytes, bool]]] = {
-    spelling: (name.lower(), name.lower() in FRAMING_HEADERS)
-    for name in _COMMON_NAMES
-    for spelling in (name, name.lower())
+    spelling: (low, low in FRAMING_HEADERS) for spelling, low in KNOWN_NAMES.items()
 }
 
 
@@ -257,7 +247,9 @@ class ClientConnection(asyncio.Protocol):
             known = _LOWER.get(name)
             if known is None:
                 low = name.lower()
-                known = (low, low in FRAMING_HEADERS)
+                known = _LOWER.get(low)  # an unusual spelling of a common name: its object
+                if known is None:
+                    known = (low, low in FRAMING_HEADERS)
             seen.keep(at, name, known)
             low, framing = known
         ex.headers.append((name, value))

@@ -18,6 +18,41 @@ GATEWAY_OWN: Final = frozenset(
 )
 
 
+# Request header names clients send most, in lower case. Written as literals: compiled, the group
+# keeps one object per literal, so the hot path's own look-ups (`lookup.get(b"host")`) meet that
+# very object in a request's `lookup` (the connection keys it with these), and the dict matches
+# it by identity instead of comparing bytes.
+_COMMON_LOWS: Final[tuple[bytes, ...]] = (
+    b"host", b"user-agent", b"accept", b"accept-encoding", b"accept-language", b"connection",
+    b"content-type", b"content-length", b"authorization", b"cookie", b"referer", b"origin",
+    b"cache-control", b"pragma", b"if-none-match", b"if-modified-since", b"upgrade",
+    b"transfer-encoding", b"expect", b"x-forwarded-for", b"x-forwarded-proto",
+    b"x-forwarded-host", b"x-request-id", b"x-real-ip", b"sec-fetch-site", b"sec-fetch-mode",
+    b"sec-fetch-dest", b"upgrade-insecure-requests", b"dnt", b"priority", b"te", b"via",
+)  # fmt: skip
+_UNUSUAL_SPELLINGS: Final = {b"x-real-ip": b"X-Real-IP", b"dnt": b"DNT", b"te": b"TE"}
+
+
+def _usual_spelling(low: bytes) -> bytes:
+    """b"x-forwarded-for" -> b"X-Forwarded-For" (and the few that clients write otherwise)."""
+    usual = _UNUSUAL_SPELLINGS.get(low)
+    return usual if usual is not None else b"-".join(p.capitalize() for p in low.split(b"-"))
+
+
+#: each common name in its usual spelling and in lower case -> the lower-case name's object
+KNOWN_NAMES: Final[dict[bytes, bytes]] = {
+    spelling: low for low in _COMMON_LOWS for spelling in (_usual_spelling(low), low)
+}
+
+
+def lookup_key(name: str) -> bytes:
+    """The key of header `name` in RequestContext.lookup (lower-case bytes). For a plugin's
+    config load: a common name comes back as the object the request's keys are, which a look-up
+    at every request then matches by identity."""
+    low = name.lower().encode("latin-1")
+    return KNOWN_NAMES.get(low, low)
+
+
 # a plugin's unit tests may subclass it (a fixed body, say), though it is compiled with the hot path
 @mypyc_attr(allow_interpreted_subclasses=True)
 class RequestContext:

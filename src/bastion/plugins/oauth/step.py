@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Final
 
 from bastion.gateway.clock import Clock
-from bastion.gateway.context import RequestContext
+from bastion.gateway.context import RequestContext, lookup_key
 from bastion.gateway.responses import Response, text_response, www_authenticate
 from bastion.ops.metrics import Count, Metrics
 from bastion.plugins.oauth.cache import VerifiedCache, VerifiedToken
@@ -51,7 +51,7 @@ class OAuthStep(Step):
         self.auth_path: str = config.auth_path
         self.endpoint = TokenEndpoint(config, self.codec, plugin.failures_for(config), deps.metrics)
         self.header_name: str = config.header_name
-        self.header_key: bytes = config.header_name.lower().encode("latin-1")
+        self.header_key: bytes = lookup_key(config.header_name)
         alias = config.header_name.replace("-", "_")
         self.alias_key: bytes | None = (
             alias.lower().encode("latin-1") if alias != config.header_name else None
