@@ -75,9 +75,8 @@ def test_an_edit_of_a_gateway_header_replaces_it_and_others_keep_them(
     for name in GATEWAY_OWN:
         removed = ex.upstream_remove is not None and name in ex.upstream_remove
         assert names.count(name) == (0 if removed else 1), (name, lines)
-    if ex.upstream_set:
-        for raw, value in ex.upstream_set.values():
-            assert b"%b: %b" % (raw, value) in lines
+    for raw, value in ex.headers_set_upstream().values():
+        assert b"%b: %b" % (raw, value) in lines
     assert (b"Authorization: t" in lines) == (ex.upstream_remove != {b"authorization"})
 
 
@@ -93,3 +92,57 @@ def test_a_header_a_plugin_sets_that_the_client_did_not_send_is_added() -> None:
     _, lines = _head(lambda ctx: ctx.set_upstream_header("X-Mse-Consumer", "alice"))
     assert b"X-Custom: c" in lines and b"Authorization: t" in lines
     assert b"X-Mse-Consumer: alice" in lines
+
+
+SET, REMOVE = "set", "remove"
+
+
+@pytest.mark.parametrize(
+    "edits",
+    [
+        [(SET, "X-Mse-Consumer", "a")],
+        [(SET, "X-Mse-Consumer", "a"), (SET, "x-mse-consumer", "b")],
+        [(SET, "X-Mse-Consumer", "a"), (SET, "X-Other", "o")],
+        [(SET, "X-Mse-Consumer", "a"), (SET, "X-Other", "o"), (SET, "X-MSE-CONSUMER", "b")],
+        [(SET, "X-Mse-Consumer", "a"), (REMOVE, "X-Mse-Consumer", "")],
+        [(SET, "X-Mse-Consumer", "a"), (REMOVE, "x-mse-consumer", ""), (SET, "X-Other", "o")],
+        [(SET, "X-A", "a"), (SET, "X-B", "b"), (REMOVE, "X-A", ""), (SET, "X-A", "again")],
+        [(REMOVE, "X-Custom", ""), (SET, "X-Custom", "mine")],
+        [(SET, "X-Custom", "mine"), (SET, "Authorization", "t2")],
+        [(SET, "Host", "h1"), (SET, "X-Other", "o"), (SET, "host", "h2")],
+        [(SET, "X-Request-Id", "r1"), (REMOVE, "X-Request-Id", "")],
+        [(SET, "X-Other", "o"), (SET, "Authorization", "t2"), (REMOVE, "X-Other", "")],
+    ],
+)
+def test_a_sequence_of_edits_sends_what_the_last_of_each_says(
+    edits: list[tuple[str, str, str]],
+) -> None:
+    """Set and remove in any order and spelling: the first header set is kept apart from the
+    others (RequestContext.set_low); what goes upstream is the same as with one dict."""
+    expected: dict[bytes, tuple[bytes, bytes]] = {}  # the model: one dict, as the API says
+    removed: set[bytes] = set()
+
+    def edit(ctx: RequestContext) -> None:
+        for verb, name, value in edits:
+            low = name.lower().encode()
+            if verb == SET:
+                ctx.set_upstream_header(name, value)
+                expected[low] = (name.encode(), value.encode())
+            else:
+                ctx.remove_upstream_header(name)
+                expected.pop(low, None)
+                removed.add(low)
+
+    ex, lines = _head(edit)
+    assert ex.headers_set_upstream() == expected
+    names = _names(lines)
+    for low, (raw, value) in expected.items():
+        assert names.count(low) == 1 and b"%b: %b" % (raw, value) in lines, (low, lines)
+    for low in removed - expected.keys():
+        assert low not in names, (low, lines)
+    client = {b"x-custom": b"X-Custom: c", b"authorization": b"Authorization: t"}
+    for low, line in client.items():
+        kept = low not in expected and low not in removed
+        assert (line in lines) is kept, (low, lines)
+    for low in GATEWAY_OWN - expected.keys() - removed:
+        assert names.count(low) == 1, (low, lines)

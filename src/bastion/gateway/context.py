@@ -80,6 +80,8 @@ class RequestContext:
         "route",
         "runtime",
         "scheme",
+        "set_low",
+        "set_pair",
         "state",
         "upstream_remove",
         "upstream_set",
@@ -111,6 +113,10 @@ class RequestContext:
         self.route: RouteRuntime | None = None
         self.runtime: Runtime | None = None
         self.consumer: str | None = None
+        # the headers plugins set, in the order set: the first in two fields (most requests get
+        # one, X-Mse-Consumer say: no dict to make, walk and free), any other in the dict
+        self.set_low: bytes | None = None
+        self.set_pair: Header | None = None
         self.upstream_set: dict[bytes, Header] | None = None
         self.upstream_remove: set[bytes] | None = None
         self.edits_own = False  # an edit names one of GATEWAY_OWN
@@ -144,11 +150,22 @@ class RequestContext:
     def set_upstream_pair(self, low: bytes, pair: Header) -> None:
         """set_upstream_header for a header built and checked at config load: `low` is its
         lower-case name, `pair` its (name, value) bytes (the hot path skips the encoding)."""
-        if self.upstream_set is None:
-            self.upstream_set = {}
-        self.upstream_set[low] = pair
+        if self.set_low is None and self.upstream_set is None:
+            self.set_low, self.set_pair = low, pair
+        elif low == self.set_low:
+            self.set_pair = pair
+        else:
+            if self.upstream_set is None:
+                self.upstream_set = {}
+            self.upstream_set[low] = pair
         if low in GATEWAY_OWN:
             self.edits_own = True
+
+    def headers_set_upstream(self) -> dict[bytes, Header]:
+        """The headers plugins set to go upstream, by lower-case name, in the order set."""
+        edits = {self.set_low: self.set_pair} if self.set_low and self.set_pair else {}
+        edits.update(self.upstream_set or {})
+        return edits
 
     def header_count(self, low: bytes) -> int:
         """How many times the client sent the header named `low` (lower-case bytes)."""
@@ -165,6 +182,8 @@ class RequestContext:
         self.upstream_remove.add(low)
         if low in GATEWAY_OWN:
             self.edits_own = True
+        if low == self.set_low:
+            self.set_low = self.set_pair = None
         if self.upstream_set is not None:
             self.upstream_set.pop(low, None)
 

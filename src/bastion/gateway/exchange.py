@@ -87,6 +87,8 @@ class Exchange(RequestContext):
         self.client_ip = conn.client_ip
         self.scheme = conn.scheme
         self.consumer: str | None = None
+        self.set_low: bytes | None = None
+        self.set_pair: Header | None = None
         self.upstream_set: dict[bytes, Header] | None = None
         self.upstream_remove: set[bytes] | None = None
         self.edits_own = False

@@ -187,10 +187,12 @@ def upstream_head(
     lookup = ctx.lookup
     connection = lookup.get(b"connection")
     drop_extra = connection_tokens(connection) if connection else _NO_TOKENS
-    edits_set = ctx.upstream_set
+    set_low = ctx.set_low  # the first header a plugin set (RequestContext.set_upstream_pair)
+    edits_set = ctx.upstream_set  # the others
     edits_remove = ctx.upstream_remove
     # a header a plugin sets replaces the client's: checked per header only when the client sent
     # one of those names (a plugin's own header, X-Mse-Consumer say, is usually not among them)
+    replaces_first = set_low is not None and set_low in lookup
     replaced = edits_set
     if replaced is not None and not any(key in lookup for key in replaced):
         replaced = None
@@ -210,8 +212,10 @@ def upstream_head(
             if low == b"x-forwarded-for":
                 forwarded_for.append(headers[i][1])  # several lines join as one (RFC 9110 §5.3)
             continue
-        if (replaced is not None and low in replaced) or (
-            edits_remove is not None and low in edits_remove
+        if (
+            (replaces_first and low == set_low)
+            or (replaced is not None and low in replaced)
+            or (edits_remove is not None and low in edits_remove)
         ):
             continue
         name, value = headers[i]
@@ -246,13 +250,18 @@ def upstream_head(
         for name, value in rebuilt:
             # a plugin's set or remove wins over the gateway's own value, and never doubles it
             low = name.lower()
-            if (edits_set is None or low not in edits_set) and (
-                edits_remove is None or low not in edits_remove
+            if (
+                low != set_low
+                and (edits_set is None or low not in edits_set)
+                and (edits_remove is None or low not in edits_remove)
             ):
                 add_header(out, name, value)
     if upgrade:
         out.write(b"Connection: upgrade\r\n")
         add_header(out, b"Upgrade", lookup.get(b"upgrade", b""))
+    first = ctx.set_pair
+    if first is not None:
+        add_header(out, first[0], first[1])
     if edits_set:
         for raw_name, value in edits_set.values():
             add_header(out, raw_name, value)

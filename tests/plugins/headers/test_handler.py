@@ -60,7 +60,7 @@ def test_bind_uses_the_rule_instead_of_the_instance_config() -> None:
     step = plugin.bind(rule)
     assert isinstance(step, HeadersStep)
     run_request(step, ctx)
-    assert ctx.upstream_set == {b"x-scope": (b"X-Scope", b"rule")}
+    assert ctx.headers_set_upstream() == {b"x-scope": (b"X-Scope", b"rule")}
 
 
 def test_an_empty_rule_switches_the_plugin_off_there() -> None:
@@ -80,7 +80,7 @@ def test_step_declares_both_hooks() -> None:
 def test_request_set_replaces_upstream_headers_keeping_the_configured_case() -> None:
     ctx = make_ctx()
     run_request(step_for({"request": {"set": {"X-Tenant": "acme", "x-client": "gw"}}}), ctx)
-    assert ctx.upstream_set == {
+    assert ctx.headers_set_upstream() == {
         b"x-tenant": (b"X-Tenant", b"acme"),
         b"x-client": (b"x-client", b"gw"),
     }
@@ -96,14 +96,14 @@ def test_request_remove_also_cancels_what_an_earlier_plugin_set() -> None:
     ctx = make_ctx()
     ctx.set_upstream_header("X-Mse-Consumer", "alice")
     run_request(step_for({"request": {"remove": ["x-mse-consumer"]}}), ctx)
-    assert ctx.upstream_set == {}
+    assert ctx.headers_set_upstream() == {}
     assert ctx.upstream_remove == {b"x-mse-consumer"}
 
 
 def test_request_set_wins_over_remove_of_the_same_name() -> None:
     ctx = make_ctx()
     run_request(step_for({"request": {"set": {"X-A": "new"}, "remove": ["x-a"]}}), ctx)
-    assert ctx.upstream_set == {b"x-a": (b"X-A", b"new")}
+    assert ctx.headers_set_upstream() == {b"x-a": (b"X-A", b"new")}
 
 
 def test_request_edits_never_touch_the_clients_headers() -> None:
@@ -117,13 +117,13 @@ def test_request_edits_never_touch_the_clients_headers() -> None:
 def test_request_values_are_sent_as_latin1() -> None:
     ctx = make_ctx()
     run_request(step_for({"request": {"set": {"X-Name": "caf\u00e9"}}}), ctx)
-    assert ctx.upstream_set == {b"x-name": (b"X-Name", b"caf\xe9")}
+    assert ctx.headers_set_upstream() == {b"x-name": (b"X-Name", b"caf\xe9")}
 
 
 def test_response_only_config_leaves_the_request_alone() -> None:
     ctx = make_ctx()
     run_request(step_for({"response": {"set": {"X-Frame-Options": "DENY"}}}), ctx)
-    assert ctx.upstream_set is None and ctx.upstream_remove is None
+    assert ctx.headers_set_upstream() == {} and ctx.upstream_remove is None
 
 
 # --- on_response ------------------------------------------------------------------------------
@@ -186,5 +186,5 @@ def test_a_step_serves_many_requests_the_same_way() -> None:
     for _ in range(3):
         ctx = make_ctx()
         run_request(step, ctx)
-        assert ctx.upstream_set == {b"x-a": (b"X-A", b"a")}
+        assert ctx.headers_set_upstream() == {b"x-a": (b"X-A", b"a")}
         assert respond(step, []).headers == [(b"X-B", b"b")]

@@ -22,7 +22,7 @@ def test_an_unverified_token_is_left_to_on_request(store: SqliteStore, clock: Fa
     step = instance_step(make_plugin(store, clock))
     ctx = Ctx(headers=bearer(forge(claims(clock))))
     assert step.on_request_now(ctx) is LATER
-    assert ctx.upstream_set is None and ctx.consumer is None  # nothing changed
+    assert ctx.headers_set_upstream() == {} and ctx.consumer is None  # nothing changed
 
 
 def test_a_cached_token_is_admitted_now_exactly_as_on_request_does(
@@ -34,8 +34,8 @@ def test_a_cached_token_is_admitted_now_exactly_as_on_request_does(
     assert asyncio.run(step.on_request(first)) is None  # verified, revocation checked, cached
     now = Ctx(headers=bearer(token))
     assert step.on_request_now(now) is None
-    assert (now.consumer, now.upstream_set, now.upstream_remove) == (
-        first.consumer, first.upstream_set, first.upstream_remove,
+    assert (now.consumer, now.headers_set_upstream(), now.upstream_remove) == (
+        first.consumer, first.headers_set_upstream(), first.upstream_remove,
     )  # fmt: skip
 
 

@@ -17,7 +17,7 @@ def test_a_cold_cache_is_left_to_on_request() -> None:
     step = bind(make_plugin(idp, clock))
     ctx = Ctx()
     assert step.on_request_now(ctx) is LATER
-    assert ctx.upstream_set is None and not idp.requests
+    assert ctx.headers_set_upstream() == {} and not idp.requests
 
 
 def test_a_live_token_is_sent_now_and_counted_once(tmp_path: Path) -> None:
