@@ -4,4 +4,9 @@
 # bastion.gateway: ops.metrics) load compiled or from their source
 from bastion.gateway import hot_path as hot_path
 
+# before pydantic is first imported: no plugin discovery (importlib.metadata, ~2 MB a process)
+from bastion.ops.pydantic_plugins import skip_discovery
+
+skip_discovery()
+
 __version__ = "0.1.0"
