@@ -23,15 +23,11 @@ def _no_plugins() -> Iterable[Any]:
     return ()
 
 
-def skip_discovery() -> bool:
-    """Install the plugin-less loader unless PYDANTIC_DISABLE_PLUGINS is set or pydantic's is
-    already imported; whether it is installed."""
-    if "PYDANTIC_DISABLE_PLUGINS" in os.environ:
-        return False
-    if LOADER in sys.modules:
-        return isinstance(sys.modules[LOADER], _NoPluginLoader)
-    sys.modules[LOADER] = _NoPluginLoader(LOADER)
-    return True
+def skip_discovery() -> None:
+    """Install the plugin-less loader unless PYDANTIC_DISABLE_PLUGINS is set or a loader (either
+    one) is already imported."""
+    if "PYDANTIC_DISABLE_PLUGINS" not in os.environ and LOADER not in sys.modules:
+        sys.modules[LOADER] = _NoPluginLoader(LOADER)
 
 
 class _NoPluginLoader(ModuleType):
