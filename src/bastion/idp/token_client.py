@@ -60,7 +60,8 @@ class TokenRequest:
 
 
 async def fetch_token(client: httpx.AsyncClient, request: TokenRequest) -> IssuedToken:
-    import httpx  # loaded with the first token request: a proxy-only worker stays small
+    # loaded with the first token request: a proxy-only worker stays small
+    from bastion.idp.httpx_module import httpx
 
     form = dict(request.form)
     headers = {"Accept": "application/json", **dict(request.headers)}

@@ -195,7 +195,7 @@ class UpstreamOAuthPlugin(Plugin):
         )
 
     def _http(self, client: ClientSettings) -> httpx.AsyncClient:
-        import httpx  # loaded only where the plugin is configured
+        from bastion.idp.httpx_module import httpx  # loaded only where the plugin is configured
 
         found = self.clients.get(client)
         if found is not None:
