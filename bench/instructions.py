@@ -5,10 +5,11 @@ difference in requests, is what one request costs, start-up and warm-up cancelle
 on these VMs move 30 % from one minute to the next; this count repeats to within 0.2 %, so a
 change of 1 % can be seen (bench/PROFILE.md). With --top it also lists the C functions (Python's,
 llhttp's, the compiled hot path's) that take the most instructions per request. Each run has one
-hash seed, and with --oauth the revocation list is polled once an hour, not once a second
-(python_path.py --poll-interval), so the count is of the cached-token path. Usage:
+hash seed, and with --oauth (--upstream-oauth) the revocation (purge) list is polled once an
+hour, not once a second (python_path.py --poll-interval), so the count is of the cached-token
+path. Usage:
 
-    .venv/bin/python bench/instructions.py [--oauth] [--access-log] [--top 30]
+    .venv/bin/python bench/instructions.py [--oauth | --upstream-oauth] [--access-log] [--top 30]
 
 Needs valgrind (`apt-get install -y valgrind`); about a minute per run on 2 cores.
 """
@@ -60,7 +61,11 @@ def by_function(out: Path) -> tuple[int, dict[str, int]]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--oauth", action="store_true", help="a route protected by oauth")
+    plugin = parser.add_mutually_exclusive_group()
+    plugin.add_argument("--oauth", action="store_true", help="a route protected by oauth")
+    plugin.add_argument(
+        "--upstream-oauth", action="store_true", help="a route with upstream-oauth, token cached"
+    )
     parser.add_argument("--access-log", action="store_true")
     parser.add_argument("--top", type=int, default=0, help="list the N costliest functions")
     args = parser.parse_args()
@@ -69,10 +74,13 @@ def main() -> int:
             "instructions: valgrind is not installed (apt-get install -y valgrind)", file=sys.stderr
         )
         return 2
-    extra = [
-        flag for flag, on in (("--oauth", args.oauth), ("--access-log", args.access_log)) if on
-    ]
-    if args.oauth:  # the revocation poll, once a second, is a few hundred requests here
+    flags = (
+        ("--oauth", args.oauth),
+        ("--upstream-oauth", args.upstream_oauth),
+        ("--access-log", args.access_log),
+    )
+    extra = [flag for flag, on in flags if on]
+    if args.oauth or args.upstream_oauth:  # a store poll once a second: a few hundred requests
         extra += ["--poll-interval", "3600"]
     with tempfile.TemporaryDirectory(prefix="bastion-callgrind-") as temp:
         outs = {n: Path(temp) / f"callgrind.{n}" for n in (FEW, MANY)}

@@ -5,13 +5,18 @@ request head to the client side and the upstream's answer to the upstream side, 
 event loop would, and checks that a response came out. It isolates the Python work of the hot
 path from the kernel and the event loop (see PROFILE.md). Usage:
 
-    .venv/bin/python bench/python_path.py [--requests N] [--access-log] [--oauth] [--profile]
+    .venv/bin/python bench/python_path.py [--requests N] [--access-log] [--oauth | --upstream-oauth]
+        [--profile]
 
 --oauth puts the oauth plugin on the route (bench/systems.py's, a SQLite store in a temporary
 folder) and sends a valid token it issued: the cost of a protected route with a cached token.
+--upstream-oauth puts the upstream-oauth plugin on the route instead (bench/systems.py's, the
+test IdP started as a process on a free port and stopped by pid); the first request fetches the
+token, the measured ones find it cached.
 --poll-interval sets how often the revocation list is re-read (store/watch.py's POLL_INTERVAL,
 1 s): under valgrind a second is a few hundred requests, so instructions.py makes it an hour to
-count the cached path alone (at full speed one poll is shared by thousands of requests).
+count the cached path alone (at full speed one poll is shared by thousands of requests); the
+upstream-oauth plugin's purge list is polled the same way.
 """
 
 from __future__ import annotations
@@ -28,7 +33,15 @@ from pathlib import Path
 from typing import Any
 
 import uvloop
-from systems import OAUTH_CLIENT_ID, OAUTH_CLIENT_SECRET, TOKEN_PATH
+import yaml
+from systems import (
+    OAUTH_CLIENT_ID,
+    OAUTH_CLIENT_SECRET,
+    TOKEN_PATH,
+    Server,
+    start_idp,
+    upstream_oauth_plugin,
+)
 
 from bastion.config.loader import load_config_text
 from bastion.gateway.connection import ClientConnection
@@ -92,13 +105,18 @@ class FakeTransport:
         pass
 
 
-async def measure(requests: int, access_log: bool, oauth: bool, profile: bool) -> None:
+async def measure(
+    requests: int, access_log: bool, oauth: bool, idp: Server | None, profile: bool
+) -> None:
     text = CONFIG.format(access_log=str(access_log).lower())
+    folder = Path(tempfile.mkdtemp(prefix="python-path-"))
     if oauth:
-        store = Path(tempfile.mkdtemp(prefix="python-path-")) / "store.db"
         text += OAUTH_CONFIG.format(
-            store=store, client_id=OAUTH_CLIENT_ID, client_secret=OAUTH_CLIENT_SECRET
+            store=folder / "store.db", client_id=OAUTH_CLIENT_ID, client_secret=OAUTH_CLIENT_SECRET
         )
+    if idp is not None:
+        plugins = {"plugins": upstream_oauth_plugin(idp.port)}
+        text += f"store: sqlite:///{folder / 'store.db'}\n" + yaml.safe_dump(plugins)
     config = load_config_text(text)
     LOG.__init__(open(os.devnull, "wb"))  # noqa: SIM115 - access lines go nowhere, as fast as can be
     worker = Worker.__new__(Worker)  # the parts of a Worker the data path uses, no listeners
@@ -150,13 +168,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=30000)
     parser.add_argument("--access-log", action="store_true")
-    parser.add_argument("--oauth", action="store_true", help="a route protected by oauth")
+    plugin = parser.add_mutually_exclusive_group()
+    plugin.add_argument("--oauth", action="store_true", help="a route protected by oauth")
+    plugin.add_argument(
+        "--upstream-oauth", action="store_true", help="a route with upstream-oauth, token cached"
+    )
     parser.add_argument("--profile", action="store_true", help="cProfile (slows it down)")
     parser.add_argument("--poll-interval", type=float, default=watch.POLL_INTERVAL)
     args = parser.parse_args()
     watch.POLL_INTERVAL = args.poll_interval
     uvloop.install()
-    asyncio.run(measure(args.requests, args.access_log, args.oauth, args.profile))
+    idp = None
+    if args.upstream_oauth:
+        idp = start_idp(Path(tempfile.mkdtemp(prefix="python-path-idp-")), None)
+    try:
+        asyncio.run(measure(args.requests, args.access_log, args.oauth, idp, args.profile))
+    finally:
+        if idp is not None:
+            idp.stop()
 
 
 if __name__ == "__main__":

@@ -143,9 +143,8 @@ class RequestContext:
     def set_upstream_header(self, name: str, value: str) -> None:
         """Send `name: value` upstream, replacing any value the client sent (and the gateway's
         own Host, X-Forwarded-* or X-Request-Id)."""
-        _check_value(value)
-        raw = name.encode("latin-1")
-        self.set_upstream_pair(raw.lower(), (raw, value.encode("latin-1")))
+        low, pair = upstream_pair(name, value)
+        self.set_upstream_pair(low, pair)
 
     def set_upstream_pair(self, low: bytes, pair: Header) -> None:
         """set_upstream_header for a header built and checked at config load: `low` is its
@@ -194,6 +193,13 @@ class RequestContext:
             self.response_set = {}
         raw = name.encode("latin-1")
         self.response_set[raw.lower()] = (raw, value.encode("latin-1"))
+
+
+def upstream_pair(name: str, value: str) -> tuple[bytes, Header]:
+    """The arguments of set_upstream_pair for `name: value`, checked and encoded: a plugin that
+    sends the same value many times makes them once (ValueError for CR, LF or NUL)."""
+    _check_value(value)
+    return lookup_key(name), (name.encode("latin-1"), value.encode("latin-1"))
 
 
 def _check_value(value: str) -> None:

@@ -327,7 +327,9 @@ def on_response_head(
         elif low == b"upgrade":
             upgrade = value
     named = connection_tokens(connection) if connection else None
-    if named or chain.response or ctx.response_set:  # the slower path: edit a list of headers
+    statuses = chain.response_statuses
+    stepped = bool(chain.response) and (statuses is None or status in statuses)
+    if named or stepped or ctx.response_set:  # the slower path: edit a list of headers
         dropped = RESPONSE_DROPPED | named if named else RESPONSE_DROPPED
         head = ResponseHead(status, [h for h in headers if h[0].lower() not in dropped])
         try:

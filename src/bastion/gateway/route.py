@@ -17,11 +17,18 @@ if TYPE_CHECKING:
 class Chain:
     """The steps of one route for one class of hosts, in priority order. Not changed once built."""
 
-    __slots__ = ("request", "response")
+    __slots__ = ("request", "response", "response_statuses")
 
-    def __init__(self, request: tuple[Step, ...] = (), response: tuple[Step, ...] = ()) -> None:
+    def __init__(
+        self,
+        request: tuple[Step, ...] = (),
+        response: tuple[Step, ...] = (),
+        response_statuses: frozenset[int] | None = None,
+    ) -> None:
         self.request = request
         self.response = response
+        # the statuses some response step acts on; None: every status (Step.response_statuses)
+        self.response_statuses = response_statuses
 
 
 class RouteRuntime:

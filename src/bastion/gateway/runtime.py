@@ -109,10 +109,12 @@ class Runtime:
 def _chain(steps: list[tuple[int, str, Step]]) -> Chain:
     ordered = [step for _, _, step in sorted(steps, key=lambda item: (-item[0], item[1]))]
     # requests go down the priorities, responses come back up them (as Envoy's filter chain)
-    return Chain(
-        tuple(s for s in ordered if s.handles_request),
-        tuple(s for s in reversed(ordered) if s.handles_response),
-    )
+    response = tuple(s for s in reversed(ordered) if s.handles_response)
+    statuses: frozenset[int] | None = frozenset()
+    for step in response:
+        own = step.response_statuses()
+        statuses = None if own is None or statuses is None else statuses | own
+    return Chain(tuple(s for s in ordered if s.handles_request), response, statuses)
 
 
 def _route_chains(

@@ -44,6 +44,13 @@ class Step:
     def on_response(self, ctx: RequestContext, head: ResponseHead) -> None:
         """See, and possibly change, the upstream's status and headers."""
 
+    def response_statuses(self) -> frozenset[int] | None:
+        """The upstream statuses on_response acts on, or None for every one; read once, when the
+        chain is built. A response whose status no step of its chain acts on goes to the client
+        without the response pass (no ResponseHead, no re-rendered head). on_response must still
+        leave other statuses alone: another step's status can run the pass."""
+        return None
+
     @property
     def handles_request(self) -> bool:
         return type(self).on_request is not Step.on_request

@@ -19,10 +19,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from bastion.errors import ConfigError
-from bastion.gateway.context import ResponseHead
+from bastion.gateway.context import ResponseHead, upstream_pair
 from bastion.gateway.responses import Response
 from bastion.ops.metrics import Metrics
 from bastion.plugins.base import PluginDeps
+from bastion.plugins.upstream_oauth import handler
 from bastion.plugins.upstream_oauth.cache import NAMESPACE as TOKENS
 from bastion.plugins.upstream_oauth.cache import cache_key
 from bastion.plugins.upstream_oauth.handler import (
@@ -174,6 +175,35 @@ def test_the_token_is_set_upstream(idp: IdP, clock: FakeClock) -> None:
     assert metrics.token_cache == {"miss": 1, "hit": 2}
 
 
+def test_a_cached_tokens_header_is_made_once(
+    idp: IdP, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made: list[str] = []
+
+    def counted(name: str, value: str) -> tuple[bytes, tuple[bytes, bytes]]:
+        made.append(value)
+        return upstream_pair(name, value)
+
+    monkeypatch.setattr(handler, "upstream_pair", counted)
+    plugin = make_plugin(idp, clock)
+    step = bind(plugin)
+
+    async def go() -> list[str | None]:
+        values = []
+        for n in range(4):
+            ctx = Ctx()
+            if n == 2:  # an upstream 401: the next request gets a new token
+                step.on_response(ctx, ResponseHead(401, []))
+            elif step.on_request_now(ctx) is not None:
+                await step.on_request(ctx)  # no token cached yet: fetched
+            values.append(sent(ctx))
+        await plugin.aclose()
+        return values
+
+    assert asyncio.run(go()) == ["Bearer tok-1", "Bearer tok-1", None, "Bearer tok-2"]
+    assert made == ["Bearer tok-1", "Bearer tok-2"]  # checked and encoded once per token
+
+
 def test_a_configured_header_and_the_idps_casing(idp: IdP, clock: FakeClock) -> None:
     idp.answer = lambda n: httpx.Response(200, json={"access_token": "abc", "token_type": "bearer"})
     plugin = make_plugin(
@@ -316,6 +346,7 @@ def test_only_listed_statuses_purge(
     asyncio.run(go())
     assert ctx.retry_wanted is purged
     assert (step.source.current is None) is purged
+    assert (status in step.response_statuses()) is purged  # the pipeline skips the others
     assert plugin.deps.metrics.token_cache.get("purged", 0) == int(purged)
 
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from bastion.config.model import Model
 from bastion.errors import ConfigError
-from bastion.gateway.context import RequestContext, ResponseHead
+from bastion.gateway.context import Header, RequestContext, ResponseHead, upstream_pair
 from bastion.gateway.responses import Response
 from bastion.idp.client_auth import ClientCredentials, load_private_key
 from bastion.idp.token_client import IdpError, TokenRequest
@@ -52,6 +52,8 @@ class UpstreamOAuthStep(Step):
         self.header = config.behavior.upstream_access_token_header_name
         self.purge_on = frozenset(config.behavior.purge_token_on_upstream_status_codes)
         self.error = render_error(config)
+        # the last token value sent, with its checked and encoded header (set_upstream_pair)
+        self.sent: tuple[str, bytes, Header] | None = None
 
     async def on_request(self, ctx: RequestContext) -> Response | None:
         watch = self.plugin.purges
@@ -68,7 +70,7 @@ class UpstreamOAuthStep(Step):
                 kind=exc.kind, status=exc.status, detail=exc.detail,
             )  # fmt: skip
             return Response(self.error.status, self.error.body, list(self.error.headers))
-        ctx.set_upstream_header(self.header, value)
+        self._send(ctx, value)
         return None
 
     def on_request_now(self, ctx: RequestContext) -> Response | Later | None:
@@ -79,8 +81,18 @@ class UpstreamOAuthStep(Step):
         value = self.source.cached_value()
         if value is None:
             return LATER
-        ctx.set_upstream_header(self.header, value)
+        self._send(ctx, value)
         return None
+
+    def _send(self, ctx: RequestContext, value: str) -> None:
+        sent = self.sent
+        if sent is None or sent[0] is not value:  # a new token: its header is made once
+            low, pair = upstream_pair(self.header, value)
+            sent = self.sent = (value, low, pair)
+        ctx.set_upstream_pair(sent[1], sent[2])
+
+    def response_statuses(self) -> frozenset[int] | None:
+        return self.purge_on  # a 200 skips the response pass
 
     def on_response(self, ctx: RequestContext, head: ResponseHead) -> None:
         if head.status in self.purge_on:
