@@ -143,8 +143,7 @@ def import_ledger() -> list[tuple[str, int]]:
         timeout=120,
         check=True,
     )
-    rows: list[tuple[str, int]] = [tuple(r) for r in json.loads(done.stdout)]  # type: ignore[misc]
-    return rows
+    return [(label, rss) for label, rss in json.loads(done.stdout)]
 
 
 def mib(kib: int) -> str:

@@ -22,5 +22,5 @@ if _block:
 try:
     import httpx
 finally:
-    if _block and sys.modules.get(CLI, CLI) is None:
-        del sys.modules[CLI]
+    if _block:
+        del sys.modules[CLI]  # still our None: the failed import stored nothing in its place
