@@ -99,6 +99,29 @@ def test_issued_token_round_trips(clock: FakeClock) -> None:
     )
 
 
+def test_the_jws_registry_is_made_once_per_algorithm(
+    clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Config-load work stays out of verify: joserfc builds a registry per call unless given one."""
+    from joserfc import jws
+
+    made: list[object] = []
+    original = jws.JWSRegistry.__init__
+
+    def counting(self: Any, *args: Any, **kwargs: Any) -> None:
+        made.append(kwargs.get("algorithms"))
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(jws.JWSRegistry, "__init__", counting)
+    codec = make_codec(clock)
+    tokens = [codec.issue(consumer(i % 2), "default", None) for i in range(4)]
+    for token in tokens * 2:
+        codec.verify(token)
+    with pytest.raises(InvalidToken):
+        codec.verify(forge(claims(clock), SECRET1, alg="HS384"))
+    assert made == [["HS256"]]  # it allows HS256 alone: the key, not the token, picks the alg
+
+
 def test_higress_issued_token_from_the_reference_docs_verifies() -> None:
     """The example token of reference 000, issued by Higress itself, with its example secret."""
     token = (

@@ -80,6 +80,8 @@ class TokenCodec:
 
         self.jws = jws
         self.jose_error = JoseError
+        # one registry per algorithm, allowing only it: joserfc builds one per call otherwise
+        self.registries: dict[str, Any] = {}
         self.issuer = config.issuer
         self.ttl = config.token_ttl
         self.skew = config.clock_skew_seconds
@@ -109,12 +111,20 @@ class TokenCodec:
             kid, alg, key = self.keyring.signing_key()
             header = {"alg": alg, "typ": TYP, "kid": kid}
         alg = header["alg"]
+        registry = self.registry(alg)
         if alg != "EdDSA":
-            token: str = jws.serialize_compact(header, orjson.dumps(claims), key, algorithms=[alg])
+            token: str = jws.serialize_compact(header, orjson.dumps(claims), key, registry=registry)
             return token
         with _quiet():
-            token = jws.serialize_compact(header, orjson.dumps(claims), key, algorithms=[alg])
+            token = jws.serialize_compact(header, orjson.dumps(claims), key, registry=registry)
             return token
+
+    def registry(self, alg: str) -> Any:
+        """joserfc's JWSRegistry that allows `alg` and no other (RFC 8725 §3.1), made once."""
+        registry = self.registries.get(alg)
+        if registry is None:
+            registry = self.registries[alg] = self.jws.JWSRegistry(algorithms=[alg])
+        return registry
 
     def verify(self, token: str) -> VerifiedToken:
         """The verified token, or InvalidToken saying why."""
@@ -143,12 +153,13 @@ class TokenCodec:
         alg, key = self._key_for(header, client_id)
         if header.get("alg") != alg:
             raise InvalidToken("alg")  # the key fixes the algorithm (RFC 8725 §3.1)
+        registry = self.registry(alg)
         try:
             if alg != "EdDSA":
-                valid = jws.validate_compact(obj, key, algorithms=[alg])
+                valid = jws.validate_compact(obj, key, registry=registry)
             else:
                 with _quiet():
-                    valid = jws.validate_compact(obj, key, algorithms=[alg])
+                    valid = jws.validate_compact(obj, key, registry=registry)
         except jose_error:
             valid = False
         if not valid:
