@@ -1,8 +1,9 @@
 """Where a request's CPU goes: user and kernel time per request, and flame graphs of Bastion.
 
 For each config (bench.py's scenarios; by default nginx as a proxy and Bastion proxying, on a
-protected route and with upstream-oauth), pinned as `bench/run` pins it (the SUT on core 0, the
-upstream, the load generator and the IdP on core 1), with wrk at 64 connections:
+protected route with a valid token and with a forged one (the 401 path), and with
+upstream-oauth), pinned as `bench/run` pins it (the SUT on core 0, the upstream, the load
+generator and the IdP on core 1), with wrk at 64 connections:
 
 1. a measured window: the SUT's user and kernel CPU time (/proc, every process of its tree) and
    the TCP segments the machine sent (/proc/net/snmp), each divided by the requests wrk counted.
@@ -41,7 +42,10 @@ from bench import SCENARIOS, Placement, Scenario, prepare, start_sut, start_upst
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "out"
-DEFAULT_CONFIGS = ("nginx-proxy", "bastion-1w", "bastion-oauth-valid", "bastion-upstream-oauth")
+DEFAULT_CONFIGS = (
+    "nginx-proxy", "bastion-1w", "bastion-oauth-valid", "bastion-oauth-invalid",
+    "bastion-upstream-oauth",
+)  # fmt: skip
 WARMUP_S = 2.0
 SAMPLE_RATE = 250  # py-spy samples per second
 _TICKS = 100  # clock ticks per second of /proc/PID/stat (USER_HZ)

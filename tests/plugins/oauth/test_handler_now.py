@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from bastion.plugins.base import LATER
 from bastion.store.sqlite import SqliteStore
 from tests.plugins.oauth.support import (
@@ -45,6 +47,31 @@ def test_stale_revocations_defer_to_on_request(store: SqliteStore, clock: FakeCl
     assert asyncio.run(step.on_request(Ctx(headers=bearer(token)))) is None
     clock.advance(1.1)  # the revocation list must be polled again: that needs the store
     assert step.on_request_now(Ctx(headers=bearer(token))) is LATER
+
+
+def test_stale_revocations_defer_a_cached_token_without_verifying_it_again(
+    store: SqliteStore, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every request in the poll's window would otherwise pay a signature check (~4 proxied
+    requests' worth) that the cache already holds the answer to."""
+    step = instance_step(make_plugin(store, clock))
+    token = forge(claims(clock))
+    first = Ctx(headers=bearer(token))
+    assert asyncio.run(step.on_request(first)) is None  # verified, revocation checked, cached
+    verified: list[str] = []
+    verify = step.codec.verify
+    monkeypatch.setattr(step.codec, "verify", lambda t: verified.append(t) or verify(t))
+    clock.advance(1.1)  # the revocation list is due a read
+    assert step.on_request_now(Ctx(headers=bearer(token))) is LATER
+    assert verified == []
+    later = Ctx(headers=bearer(token))
+    assert asyncio.run(step.on_request(later)) is None  # polled, then admitted from the cache
+    assert later.consumer == first.consumer and verified == []
+    forged = forge(claims(clock), secret="not-the-consumer-secret-at-all-0123")
+    clock.advance(1.1)
+    answer = step.on_request_now(Ctx(headers=bearer(forged)))  # unknown: verified, 401 now
+    assert answer is not LATER and answer is not None and answer.status == 401
+    assert verified == [forged]
 
 
 def test_a_cached_token_of_a_consumer_not_allowed_is_403_now(

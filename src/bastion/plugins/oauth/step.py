@@ -109,10 +109,13 @@ class OAuthStep(Step):
         ring = self.ring
         if ring is not None and moment >= ring.fresh_until:
             return LATER  # the keys to verify with may have changed
-        if moment < self.revocations.fresh_until:
-            verified = self.cache.get(raw, self.clock.time())
-            if verified is not None:
+        verified = self.cache.get(raw, self.clock.time())
+        if verified is not None:
+            if moment < self.revocations.fresh_until:
                 return self._admit(ctx, verified, raw)
+            # verified before: only the revocation list is due a read (on_request), and every
+            # request of the poll's window would verify the signature again for nothing
+            return LATER
         try:
             self.codec.verify(raw[7:].strip().decode("latin-1"))
         except InvalidToken:
