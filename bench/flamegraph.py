@@ -31,7 +31,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -171,7 +171,7 @@ def profile(
                 if scenario.system == "bastion" and scenario.workers == 1 and spy is not None:
                     graph = out_dir / f"flamegraph-{scenario.name}.svg"
                     record_flamegraph(spy, sut, request, seconds, generator, load, graph)
-                    split = Split(**{**split.__dict__, "flamegraph": graph})
+                    split = replace(split, flamegraph=graph)
                 splits.append(split)
                 print(split.row(), file=sys.stderr, flush=True)
             finally:
