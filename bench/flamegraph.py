@@ -25,7 +25,7 @@ The table goes to stdout and to bench/out/flamegraph-<time>.md. About 30 s per c
 from __future__ import annotations
 
 import argparse
-import re
+import os
 import shutil
 import subprocess
 import sys
@@ -48,7 +48,7 @@ DEFAULT_CONFIGS = (
 )  # fmt: skip
 WARMUP_S = 2.0
 SAMPLE_RATE = 250  # py-spy samples per second
-_TICKS = 100  # clock ticks per second of /proc/PID/stat (USER_HZ)
+_TICKS = os.sysconf("SC_CLK_TCK")  # clock ticks per second of /proc/PID/stat (USER_HZ)
 
 
 @dataclass(frozen=True)
@@ -97,13 +97,6 @@ def segments_sent() -> int:
     return int(values[names.index("OutSegs")])
 
 
-def requests_done(output: str) -> int:
-    found = re.search(r"^\s*(\d+) requests in ", output, re.MULTILINE)
-    if found is None:
-        raise RuntimeError(f"unexpected wrk output:\n{output}")
-    return int(found.group(1))
-
-
 def measure_split(
     config: str, sut: Server, request: Request, seconds: float, generator: LoadGenerator, load: str
 ) -> Split:
@@ -112,13 +105,14 @@ def measure_split(
     output = run_load(generator, request, seconds, load)
     user_after, kernel_after = cpu_ticks(sut.pid)
     steal = HostCpu.now().steal_s - host.steal_s
-    requests = requests_done(output)
+    load_result = generator.parse(output)  # ValueError on output that is not wrk's
+    requests = load_result.requests
     if requests == 0:
         raise RuntimeError(f"{config}: wrk completed no request:\n{output}")
     per_request_us = 1e6 / _TICKS / requests
     return Split(
         config,
-        requests / seconds,
+        load_result.requests_per_s,
         (user_after - user) * per_request_us,
         (kernel_after - kernel) * per_request_us,
         (segments_sent() - sent) / requests,
