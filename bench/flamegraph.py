@@ -5,7 +5,7 @@ protected route with a valid token and with a forged one (the 401 path), and wit
 upstream-oauth), pinned as `bench/run` pins it (the SUT on core 0, the upstream, the load
 generator and the IdP on core 1), with wrk at 64 connections:
 
-1. a measured window: the SUT's user and kernel CPU time (/proc, every process of its tree) and
+1. a measured window: the SUT's user and kernel CPU time (every process of its tree) and
    the TCP segments the machine sent (/proc/net/snmp), each divided by the requests wrk counted.
    The kernel's share of a proxy is its two reads and two writes on loopback sockets; this shows
    whether a gap to nginx is in that share or in the gateway's own (user) code;
@@ -25,7 +25,6 @@ The table goes to stdout and to bench/out/flamegraph-<time>.md. About 30 s per c
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import subprocess
 import sys
@@ -35,6 +34,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+import psutil
 from measure import HostCpu, LoadGenerator, Request, run_load, tree, wait_idle
 from systems import Server, find_nginx, idp_set_expires_in, start_idp
 
@@ -48,7 +48,6 @@ DEFAULT_CONFIGS = (
 )  # fmt: skip
 WARMUP_S = 2.0
 SAMPLE_RATE = 250  # py-spy samples per second
-_TICKS = os.sysconf("SC_CLK_TCK")  # clock ticks per second of /proc/PID/stat (USER_HZ)
 
 
 @dataclass(frozen=True)
@@ -78,15 +77,15 @@ def py_spy() -> str | None:
     return str(beside) if beside.exists() else shutil.which("py-spy")
 
 
-def cpu_ticks(root_pid: int) -> tuple[int, int]:
-    """User and kernel clock ticks of the process tree of `root_pid` (/proc/PID/stat 14, 15)."""
-    user = kernel = 0
+def cpu_times(root_pid: int) -> tuple[float, float]:
+    """User and kernel CPU seconds of the process tree of `root_pid` (psutil, as measure.py)."""
+    user = kernel = 0.0
     for proc in tree(root_pid):
         try:
-            fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
+            times = proc.cpu_times()
+        except psutil.NoSuchProcess:
             continue  # gone since tree() listed it
-        user, kernel = user + int(fields[11]), kernel + int(fields[12])
+        user, kernel = user + times.user, kernel + times.system
     return user, kernel
 
 
@@ -100,16 +99,16 @@ def segments_sent() -> int:
 def measure_split(
     config: str, sut: Server, request: Request, seconds: float, generator: LoadGenerator, load: str
 ) -> Split:
-    user, kernel = cpu_ticks(sut.pid)
+    user, kernel = cpu_times(sut.pid)
     sent, host = segments_sent(), HostCpu.now()
     output = run_load(generator, request, seconds, load)
-    user_after, kernel_after = cpu_ticks(sut.pid)
+    user_after, kernel_after = cpu_times(sut.pid)
     steal = HostCpu.now().steal_s - host.steal_s
     load_result = generator.parse(output)  # ValueError on output that is not wrk's
     requests = load_result.requests
     if requests == 0:
         raise RuntimeError(f"{config}: wrk completed no request:\n{output}")
-    per_request_us = 1e6 / _TICKS / requests
+    per_request_us = 1e6 / requests
     return Split(
         config,
         load_result.requests_per_s,
