@@ -25,7 +25,7 @@ MODULES = (
     "gateway.access_log", "gateway.clock", "gateway.connection", "gateway.context",
     "gateway.exchange", "gateway.forwarding", "gateway.pipeline", "gateway.request_head",
     "gateway.responses", "gateway.route", "gateway.routing", "gateway.runtime",
-    "gateway.upstream", "ops.metrics", "plugins.oauth.cache", "plugins.oauth.step",
+    "gateway.upstream", "ops.logging", "ops.metrics", "plugins.oauth.cache", "plugins.oauth.step",
     "plugins.step",
 )  # fmt: skip
 #: the module name of the group's shared library (mypycify's group_name)

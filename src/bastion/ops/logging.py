@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import sys
 import time
-from typing import IO, Any
+from typing import IO, Any, Final
 from urllib.parse import unquote_plus
 
 import orjson
@@ -25,9 +24,10 @@ SECRET_PARAMS = frozenset(
 )
 REDACTED = "REDACTED"
 # a quick pre-check on the lower-cased query: some secret name, or an escape that could hide one.
-# (The exact check lower-cases each name too, so whatever it redacts, this finds; a regex with
-# (?i) instead of lower() takes 3-5 times as long, and runs on every access line with a query.)
-_MAYBE_SECRET = re.compile("|".join([r"%", r"\+", *map(re.escape, sorted(SECRET_PARAMS))]))
+# (The exact check lower-cases each name too, so whatever it redacts, this finds. It runs on every
+# access line with a query: a substring test per piece (C loops once compiled) is a quarter
+# cheaper than a regex of the alternatives, and a (?i) regex instead of lower() 3-5x dearer.)
+_MAYBE_SECRET: Final[tuple[str, ...]] = ("%", "+", *sorted(SECRET_PARAMS))
 _FLUSH_DELAY = (
     0.05  # seconds: batch lines so a busy worker makes one write per batch, not per request
 )
@@ -36,7 +36,13 @@ _FLUSH_SIZE = 64 * 1024
 
 def redact_query(query: str) -> str:
     """`client_secret=abc&x=1` → `client_secret=REDACTED&x=1`, whatever the name's spelling."""
-    if "=" not in query or not _MAYBE_SECRET.search(query.lower()):
+    if "=" not in query:
+        return query
+    lowered = query.lower()
+    for piece in _MAYBE_SECRET:
+        if piece in lowered:
+            break
+    else:
         return query  # no name that could spell a secret parameter
     parts = query.split("&")
     for i, part in enumerate(parts):
@@ -92,10 +98,6 @@ class JsonLog:
             self._stream.flush()
         except (OSError, ValueError):
             pass  # a closed stdout must not take the gateway down
-
-    def access(self, record: dict[str, Any]) -> None:
-        """An access line; `record` holds "ts" and "type" already (built in one dict literal)."""
-        self.write_line(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
 
     def event(self, level: str, msg: str, **fields: Any) -> None:
         self._write({"ts": round(time.time(), 3), "level": level, "msg": msg, **fields})
