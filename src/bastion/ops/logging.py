@@ -53,12 +53,15 @@ def redact_query(query: str) -> str:
 
 
 class JsonLog:
-    """Writes JSON lines to a binary stream, batching inside an event loop, directly outside one."""
+    """Writes JSON lines to a binary stream, batching inside an event loop, directly outside one.
+
+    A batch is one bytearray the lines are copied into, not a list of them: each line orjson
+    returns is malloc'd, and a few hundred of them held until a flush, among a request's other
+    allocations, left the heap fragmented: ~1 MB more RSS in a worker with the access log on."""
 
     def __init__(self, stream: IO[bytes] | None = None) -> None:
         self._stream = stream if stream is not None else sys.stdout.buffer
-        self._pending: list[bytes] = []
-        self._size = 0
+        self._pending = bytearray()
         self._scheduled = False
 
     def _write(self, record: dict[str, Any]) -> None:
@@ -66,10 +69,10 @@ class JsonLog:
 
     def write_line(self, line: bytes) -> None:
         """One ready JSON line (ending in a newline), batched while a loop runs."""
-        if self._pending:  # a batch is open, so a flush is already scheduled
-            self._pending.append(line)
-            self._size += len(line)
-            if self._size >= _FLUSH_SIZE:
+        pending = self._pending
+        if pending:  # a batch is open, so a flush is already scheduled
+            pending += line
+            if len(pending) >= _FLUSH_SIZE:
                 self.flush()
             return
         try:
@@ -78,9 +81,8 @@ class JsonLog:
             self._stream.write(line)
             self._stream.flush()
             return
-        self._pending.append(line)
-        self._size += len(line)
-        if self._size >= _FLUSH_SIZE:
+        pending += line
+        if len(pending) >= _FLUSH_SIZE:
             self.flush()
         elif not self._scheduled:
             self._scheduled = True
@@ -90,14 +92,13 @@ class JsonLog:
         self._scheduled = False
         if not self._pending:
             return
-        data = b"".join(self._pending)
-        self._pending.clear()
-        self._size = 0
         try:
-            self._stream.write(data)
+            self._stream.write(self._pending)
             self._stream.flush()
         except (OSError, ValueError):
             pass  # a closed stdout must not take the gateway down
+        finally:
+            self._pending.clear()  # written or not, a batch is written once
 
     def event(self, level: str, msg: str, **fields: Any) -> None:
         self._write({"ts": round(time.time(), 3), "level": level, "msg": msg, **fields})
