@@ -39,10 +39,7 @@ def redact_query(query: str) -> str:
     if "=" not in query:
         return query
     lowered = query.lower()
-    for piece in _MAYBE_SECRET:
-        if piece in lowered:
-            break
-    else:
+    if not any(piece in lowered for piece in _MAYBE_SECRET):
         return query  # no name that could spell a secret parameter
     parts = query.split("&")
     for i, part in enumerate(parts):
