@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from orjson import OPT_APPEND_NEWLINE, dumps
-
 from bastion.gateway.clock import perf_counter, wall
 from bastion.ops.logging import LOG, redact_query
 
@@ -27,7 +25,7 @@ def log_exchange(metrics: Metrics, access_log: bool, ex: Exchange) -> None:
         redacted = redact_query(query)
         if redacted is not query:  # as a rule nothing is redacted: no new target then
             target = target[: mark + 1] + redacted
-    line = dumps(
+    LOG.write_record(
         {
             # three decimals: int(x + 0.5) is a C cast once compiled, round() a call by name, and
             # round(x, 3) formats the float through dtoa
@@ -43,7 +41,5 @@ def log_exchange(metrics: Metrics, access_log: bool, ex: Exchange) -> None:
             "bytes_in": ex.body_bytes,
             "bytes_out": ex.bytes_out,
             "duration_ms": int(duration * 1_000_000 + 0.5) / 1000,
-        },
-        option=OPT_APPEND_NEWLINE,
+        }
     )
-    LOG.write_line(line)

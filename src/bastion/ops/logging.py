@@ -8,7 +8,7 @@ import time
 from typing import IO, Any, Final
 from urllib.parse import unquote_plus
 
-import orjson
+from orjson import OPT_APPEND_NEWLINE, dumps
 
 #: query parameters whose values never reach a log (SPEC §10)
 SECRET_PARAMS = frozenset(
@@ -61,8 +61,9 @@ class JsonLog:
         self._pending = bytearray()
         self._scheduled = False
 
-    def _write(self, record: dict[str, Any]) -> None:
-        self.write_line(orjson.dumps(record, default=str, option=orjson.OPT_APPEND_NEWLINE))
+    def write_record(self, record: dict[str, Any]) -> None:
+        """One record as a JSON line (values orjson cannot encode written as their str())."""
+        self.write_line(dumps(record, default=str, option=OPT_APPEND_NEWLINE))
 
     def write_line(self, line: bytes) -> None:
         """One ready JSON line (ending in a newline), batched while a loop runs."""
@@ -98,7 +99,7 @@ class JsonLog:
             self._pending.clear()  # written or not, a batch is written once
 
     def event(self, level: str, msg: str, **fields: Any) -> None:
-        self._write({"ts": round(time.time(), 3), "level": level, "msg": msg, **fields})
+        self.write_record({"ts": round(time.time(), 3), "level": level, "msg": msg, **fields})
 
     def info(self, msg: str, **fields: Any) -> None:
         self.event("info", msg, **fields)
